@@ -1,0 +1,62 @@
+package rollout
+
+import (
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Weights maps a version name ("stable", "canary", "green", a cohort…) to its
+// share of keyless traffic in percent. The values of a valid Weights sum to 100.
+type Weights map[string]int
+
+// TrafficRouter carries out the engine's weight decisions. Two drivers
+// implement it: Guardian's in-process proxy and the xDS fleet control plane.
+type TrafficRouter interface {
+	// SetWeights applies w to the named rollout's traffic split. It must be
+	// cheap and must not block on the data plane's requests.
+	SetWeights(rollout string, w Weights) error
+}
+
+// MetricSource yields the per-version numbers the analysis judges. The
+// in-path recorder, Prometheus queries and Envoy's metrics stream implement it.
+type MetricSource interface {
+	// Snapshot returns cumulative numbers for the named rollout since the
+	// source started; consumers take differences between snapshots for
+	// interval batches.
+	Snapshot(rollout string) (Snapshot, error)
+}
+
+// LatencyHistogram settings shared by every producer, so histograms from the
+// proxy, Envoy intake and the bench can be compared bucket by bucket:
+// microseconds from 1 µs to 60 s with 3 significant figures.
+const (
+	LatencyLowestUS  = 1
+	LatencyHighestUS = 60_000_000
+	LatencySigFigs   = 3
+)
+
+// NewLatencyHistogram returns an empty histogram with the shared settings.
+func NewLatencyHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(LatencyLowestUS, LatencyHighestUS, LatencySigFigs)
+}
+
+// Snapshot is a point-in-time copy of per-version traffic numbers.
+type Snapshot struct {
+	Time     time.Time
+	Versions map[string]VersionStats
+}
+
+// VersionStats are one version's cumulative numbers. Latency is in
+// microseconds (see NewLatencyHistogram) and is owned by the snapshot.
+type VersionStats struct {
+	Requests int64
+	// Errors counts failed requests: 5xx answers, transport failures
+	// (refused, reset, timeout) and non-OK gRPC statuses that signal a
+	// server fault.
+	Errors int64
+	// Status counts answers by class: index 1..5 for 1xx..5xx, 0 for
+	// requests that got no HTTP answer from the upstream.
+	Status  [6]int64
+	Latency *hdrhistogram.Histogram
+}
