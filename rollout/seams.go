@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -59,4 +60,15 @@ type VersionStats struct {
 	// requests that got no HTTP answer from the upstream.
 	Status  [6]int64
 	Latency *hdrhistogram.Histogram
+}
+
+// Event is one entry of a rollout's append-only history. It is persisted
+// before the action it records takes effect.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Message string    `json:"message"`
+	// Data holds the evidence behind a decision (verdicts, values, thresholds)
+	// as JSON, so the history stays readable without the code that wrote it.
+	Data json.RawMessage `json:"data,omitempty"`
 }
