@@ -72,3 +72,49 @@ type Event struct {
 	// as JSON, so the history stays readable without the code that wrote it.
 	Data json.RawMessage `json:"data,omitempty"`
 }
+
+// Sub returns s minus prev, version by version: the traffic between two
+// cumulative snapshots of one source. A version absent from prev, or one
+// whose counts went down (the source restarted), is taken whole. The result
+// owns its histograms.
+func (s Snapshot) Sub(prev Snapshot) Snapshot {
+	out := Snapshot{Time: s.Time, Versions: make(map[string]VersionStats, len(s.Versions))}
+	for name, c := range s.Versions {
+		p, ok := prev.Versions[name]
+		if !ok || p.Requests > c.Requests {
+			if c.Latency != nil {
+				c.Latency = c.Latency.Clone()
+			} else {
+				c.Latency = NewLatencyHistogram()
+			}
+			out.Versions[name] = c
+			continue
+		}
+		d := VersionStats{Requests: c.Requests - p.Requests, Errors: max(0, c.Errors-p.Errors)}
+		for i := range d.Status {
+			d.Status[i] = max(0, c.Status[i]-p.Status[i])
+		}
+		d.Latency = subHistogram(c.Latency, p.Latency)
+		out.Versions[name] = d
+	}
+	return out
+}
+
+func subHistogram(cur, prev *hdrhistogram.Histogram) *hdrhistogram.Histogram {
+	if cur == nil {
+		return NewLatencyHistogram()
+	}
+	if prev == nil {
+		return cur.Clone()
+	}
+	c, p := cur.Export(), prev.Export()
+	if len(c.Counts) != len(p.Counts) {
+		// Different geometry cannot be subtracted bucket by bucket; the
+		// interval is reported as the later histogram.
+		return cur.Clone()
+	}
+	for i := range c.Counts {
+		c.Counts[i] = max(0, c.Counts[i]-p.Counts[i])
+	}
+	return hdrhistogram.Import(c)
+}
