@@ -1,0 +1,87 @@
+package driver
+
+import (
+	"fmt"
+
+	"github.com/deployment-guardian/guardian/analysis"
+	"github.com/deployment-guardian/guardian/rollout"
+	"github.com/deployment-guardian/guardian/rollout/notify"
+	"github.com/deployment-guardian/guardian/rollout/report"
+)
+
+// NotifyEvent turns an engine event into a notification carrying the
+// seed's dashboard rows: the latest interval's numbers per metric.
+func NotifyEvent(name string, st rollout.State, e rollout.Event, last map[string]lastInterval) notify.Event {
+	typ := notify.TypeStep
+	decision := ""
+	switch e.Type {
+	case rollout.EventStarted:
+		typ = notify.TypeStart
+	case rollout.EventPaused:
+		typ = notify.TypePause
+	case rollout.EventGate, rollout.EventAnalysis:
+		typ = notify.TypeGate
+	case rollout.EventPromoted:
+		typ, decision = notify.TypePromote, "PROMOTED"
+	case rollout.EventRolledBack:
+		typ, decision = notify.TypeRollback, "ROLLED BACK"
+	case rollout.EventAborted:
+		typ, decision = notify.TypeAbort, "ABORTED"
+	case rollout.EventProceed:
+		decision = "PROCEED TO NEXT STAGE"
+	}
+	return notify.Event{
+		Rollout: name, Type: typ, Message: e.Message, Time: e.Time,
+		Phase: string(st.Phase), Step: st.Step, Elapsed: st.StepElapsed,
+		Weights: st.Weights, Metrics: metricRows(st.Verdicts, last),
+		Decision: decision, Data: e.Data,
+	}
+}
+
+// metricRows renders verdicts as the dashboard's health table; without
+// verdicts it shows the latest interval's raw numbers.
+func metricRows(vs []analysis.Verdict, last map[string]lastInterval) []report.MetricRow {
+	var rows []report.MetricRow
+	for _, v := range vs {
+		rows = append(rows, report.MetricRow{
+			Name:     v.Metric,
+			Baseline: formatMetric(v.Metric, v.Baseline),
+			Current:  formatMetric(v.Metric, v.Canary),
+			Status:   statusOf(v.Outcome),
+		})
+	}
+	if len(rows) > 0 || last == nil {
+		return rows
+	}
+	c, b := last["canary"], last["stable"]
+	rate := func(l lastInterval) float64 {
+		if l.Requests == 0 {
+			return 0
+		}
+		return float64(l.Errors) / float64(l.Requests)
+	}
+	return []report.MetricRow{
+		{Name: "Error Rate", Baseline: fmt.Sprintf("%.2f%%", 100*rate(b)), Current: fmt.Sprintf("%.2f%%", 100*rate(c)), Status: report.StatusInconclusive},
+		{Name: "P50 Latency", Baseline: fmt.Sprintf("%.1fms", b.P50), Current: fmt.Sprintf("%.1fms", c.P50), Status: report.StatusInconclusive},
+		{Name: "P99 Latency", Baseline: fmt.Sprintf("%.1fms", b.P99), Current: fmt.Sprintf("%.1fms", c.P99), Status: report.StatusInconclusive},
+	}
+}
+
+func formatMetric(name string, v float64) string {
+	if name == "error_rate" || name == "success_rate" {
+		return fmt.Sprintf("%.2f%%", 100*v)
+	}
+	return report.FormatValue(v, "ms")
+}
+
+func statusOf(o analysis.Outcome) report.Status {
+	switch o {
+	case analysis.Pass:
+		return report.StatusOK
+	case analysis.Fail:
+		return report.StatusFail
+	case analysis.Inconclusive:
+		return report.StatusWarn
+	}
+	return report.StatusInconclusive
+}
