@@ -426,3 +426,10 @@ func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)
 func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
 func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
 func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }
+
+// AwaitApplied waits until every connected node has acknowledged the
+// latest published snapshot: for the rollout driver, a rollback is done on
+// the fleet only then.
+func (s *Server) AwaitApplied(ctx context.Context) (time.Duration, error) {
+	return s.WaitAcked(ctx, s.Version())
+}

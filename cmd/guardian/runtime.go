@@ -25,6 +25,7 @@ import (
 	"github.com/deployment-guardian/guardian/rollout"
 	"github.com/deployment-guardian/guardian/rollout/driver"
 	"github.com/deployment-guardian/guardian/rollout/store"
+	"github.com/deployment-guardian/guardian/xds"
 )
 
 // runtimeOpts configure one Guardian process running rollouts.
@@ -51,6 +52,7 @@ type runtime struct {
 	proxyCfg proxy.Config
 	guards   map[string]*guard.Guard
 	adminLn  net.Listener
+	xds      *xds.Server
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -203,13 +205,26 @@ func startRuntime(o runtimeOpts) (*runtime, error) {
 		return nil, usageErr("%v", oneLine(err))
 	}
 
+	if err := rt.startXDS(o); err != nil {
+		return nil, err
+	}
+
 	rt.manager = driver.NewManager(rt.store)
 	for _, s := range o.specs {
-		if s.Listen == "" {
-			return nil, usageErr("%s: spec.listen is required (xDS-only rollouts need --xds-listen)", s.Name)
+		var routers []rollout.TrafficRouter
+		var source rollout.MetricSource
+		if s.Listen != "" {
+			routers, source = append(routers, rt.proxy), rt.proxy
+		}
+		if s.XDS != nil {
+			routers = append(routers, rt.xds)
+			if source == nil {
+				// A fleet-only rollout is judged on what Envoy reports.
+				source = rt.xds
+			}
 		}
 		d, err := driver.New(driver.Config{
-			Spec: s, Store: rt.store, Routers: []rollout.TrafficRouter{rt.proxy}, Source: rt.proxy,
+			Spec: s, Store: rt.store, Routers: routers, Source: source,
 			Logger: rt.log, Metrics: drvMetrics, Business: driver.Prometheus{},
 		})
 		if err != nil {
@@ -232,6 +247,12 @@ func startRuntime(o runtimeOpts) (*runtime, error) {
 			return nil, usageErr("--admin: %v", err)
 		}
 		rt.manager.Register(rt.admin)
+		if rt.xds != nil {
+			rt.admin.Handle("GET /api/v1/fleet", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(rt.xds.Status())
+			}))
+		}
 		ln := o.adminListener
 		if ln == nil {
 			if ln, err = net.Listen("tcp", addr); err != nil {
@@ -280,6 +301,80 @@ func startRuntime(o runtimeOpts) (*runtime, error) {
 	return rt, nil
 }
 
+// startXDS serves the fleet control plane when --xds-listen is given and
+// publishes every rollout that names an xDS service, stable at 100% until
+// its driver restores or starts it.
+func (rt *runtime) startXDS(o runtimeOpts) error {
+	var fleet []rollout.Spec
+	for _, s := range o.specs {
+		if s.XDS != nil {
+			fleet = append(fleet, s)
+		}
+		if s.Listen == "" && s.XDS == nil {
+			return usageErr("%s: the rollout needs spec.listen (Guardian's proxy) or spec.xds (a fleet)", s.Name)
+		}
+	}
+	if len(fleet) > 0 && o.xdsListen == "" {
+		return usageErr("%s: spec.xds needs --xds-listen", fleet[0].Name)
+	}
+	if o.xdsListen == "" {
+		return nil
+	}
+	srv, err := xds.NewServer(xds.Config{Listen: o.xdsListen, Logger: rt.log, Registerer: rt.reg})
+	if err != nil {
+		return usageErr("--xds-listen: %v", err)
+	}
+	for _, s := range fleet {
+		stable, err := hostPorts(s.Stable)
+		if err != nil {
+			return usageErr("%s: spec.stable: %v", s.Name, err)
+		}
+		canary, err := hostPorts(s.Canary)
+		if err != nil {
+			return usageErr("%s: spec.canary: %v", s.Name, err)
+		}
+		svc := xds.Service{Name: s.XDS.Service, Rollout: s.Name,
+			Versions: []xds.Version{{Name: "stable", Endpoints: stable}, {Name: "canary", Endpoints: canary}},
+			Weights:  rollout.Weights{"stable": 100, "canary": 0}}
+		if err := srv.SetService(svc); err != nil {
+			return usageErr("%s: spec.xds: %v", s.Name, err)
+		}
+	}
+	ln, err := net.Listen("tcp", o.xdsListen)
+	if err != nil {
+		return fmt.Errorf("--xds-listen %s: %w", o.xdsListen, err)
+	}
+	rt.xds = srv
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		if err := srv.Serve(ln); err != nil {
+			rt.log.Error("xDS server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// hostPorts gives a backend's endpoints as ip:port, the form xDS clients
+// need.
+func hostPorts(b rollout.Backend) ([]string, error) {
+	if b.URL == "" {
+		return b.Endpoints, nil
+	}
+	u, err := url.Parse(b.URL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("url %q has no host:port", b.URL)
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443"}[u.Scheme]
+		if port == "" {
+			port = "80"
+		}
+	}
+	return []string{net.JoinHostPort(host, port)}, nil
+}
+
 // allDone is closed when every rollout has ended.
 func (rt *runtime) allDone() <-chan struct{} {
 	ch := make(chan struct{})
@@ -314,6 +409,9 @@ func (rt *runtime) shutdown(drain time.Duration) error {
 		errs = append(errs, rt.admin.Shutdown(ctx))
 	}
 	errs = append(errs, rt.proxy.Shutdown(ctx))
+	if rt.xds != nil {
+		rt.xds.Stop()
+	}
 	rt.wg.Wait()
 	errs = append(errs, rt.store.Close())
 	return errors.Join(errs...)

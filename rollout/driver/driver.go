@@ -39,6 +39,16 @@ type MirrorSetter interface {
 	SetMirror(rollout string, percent int) error
 }
 
+// Acknowledger is implemented by routers that drive a fleet: it reports
+// when every member has applied the latest change, so a rollback is known to
+// be complete fleet-wide, not just published.
+type Acknowledger interface {
+	AwaitApplied(ctx context.Context) (time.Duration, error)
+}
+
+// EventFleetAcknowledged records the time the fleet took to apply a rollback.
+const EventFleetAcknowledged = "FleetAcknowledged"
+
 // BusinessSource answers business-metric gates and triggers: it evaluates a
 // PromQL query for the canary and, where the condition compares, for stable.
 type BusinessSource interface {
@@ -118,7 +128,11 @@ type Driver struct {
 	cancel context.CancelFunc
 	runCtx context.Context
 
-	// rollbackAt is when the observation that ended in a rollback was taken,
+	// applied is the canary weight last applied to the routers.
+	applied int
+
+	// tickAt is when the latest observation (or trip) was taken: a rollback
+	// it causes is timed from there,
 	// for the time-to-rollback metric.
 	tickAt time.Time
 }
@@ -473,13 +487,38 @@ func (d *Driver) execute(st rollout.State, acts []rollout.Action) error {
 }
 
 func (d *Driver) setWeights(w rollout.Weights) {
+	wasServing := d.applied > 0
+	d.applied = w["canary"]
 	for _, r := range d.cfg.Routers {
 		if err := r.SetWeights(d.name, maps.Clone(w)); err != nil {
 			d.log.Error("set weights", "weights", w, "err", err)
 		}
 	}
-	if w["canary"] == 0 && !d.tickAt.IsZero() && d.cfg.Metrics != nil {
+	if w["canary"] != 0 || !wasServing {
+		return
+	}
+	if !d.tickAt.IsZero() && d.cfg.Metrics != nil {
 		d.cfg.Metrics.rollbackLatency(d.name, d.now().Sub(d.tickAt))
+	}
+	for _, r := range d.cfg.Routers {
+		ack, ok := r.(Acknowledger)
+		if !ok {
+			continue
+		}
+		d.background(func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			took, err := ack.AwaitApplied(ctx)
+			ev := rollout.Event{Time: d.now(), Type: EventFleetAcknowledged,
+				Message: fmt.Sprintf("every fleet node applied canary weight 0 after %s", took.Round(time.Microsecond))}
+			if err != nil {
+				ev.Type, ev.Message = "FleetNotAcknowledged", fmt.Sprintf("the fleet did not confirm canary weight 0: %v", err)
+			}
+			if err := d.cfg.Store.Commit(d.name, nil, []rollout.Event{ev}); err != nil {
+				d.log.Error("recording fleet acknowledgement", "err", err)
+			}
+			d.log.Info(ev.Message, "event", ev.Type)
+		})
 	}
 }
 

@@ -44,7 +44,7 @@ func metricRows(vs []analysis.Verdict, last map[string]lastInterval) []report.Me
 	var rows []report.MetricRow
 	for _, v := range vs {
 		rows = append(rows, report.MetricRow{
-			Name:     v.Metric,
+			Name:     metricTitle(v.Metric),
 			Baseline: formatMetric(v.Metric, v.Baseline),
 			Current:  formatMetric(v.Metric, v.Canary),
 			Status:   statusOf(v.Outcome),
