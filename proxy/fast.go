@@ -1,0 +1,316 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/deployment-guardian/guardian/proxy/record"
+	"github.com/valyala/fasthttp"
+)
+
+// fastServer is the HTTP/1.1 fast path.
+type fastServer struct {
+	p   *Proxy
+	srv *fasthttp.Server
+	ln  *chanListener
+}
+
+func newFastServer(p *Proxy, cfg Config, t Timeouts) *fastServer {
+	maxHdr := cfg.MaxHeaderBytes
+	if maxHdr == 0 {
+		maxHdr = DefaultMaxHeaderBytes
+	}
+	maxBody := cfg.MaxBodyBytes
+	if maxBody == 0 {
+		maxBody = DefaultMaxBodyBytes
+	}
+	f := &fastServer{p: p, ln: newChanListener()}
+	f.srv = &fasthttp.Server{
+		Handler: p.serveFast,
+		// The read buffer bounds the request line plus headers: a larger
+		// header block fails with ErrSmallBuffer, answered 431.
+		ReadBufferSize:                maxHdr,
+		IdleTimeout:                   time.Duration(t.Idle),
+		ReadTimeout:                   time.Duration(t.Request),
+		DisableHeaderNamesNormalizing: true,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisablePreParseMultipartForm:  true,
+		CloseOnShutdown:               true,
+		MaxRequestBodySize:            maxBody,
+		Logger:                        fastLogger{p},
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			var small *fasthttp.ErrSmallBuffer
+			var ne net.Error
+			switch {
+			case errors.As(err, &small):
+				ctx.Error("request header too large\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
+			case errors.Is(err, fasthttp.ErrBodyTooLarge):
+				ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+			case errors.As(err, &ne) && ne.Timeout():
+				ctx.Error("request timeout\n", fasthttp.StatusRequestTimeout)
+			default:
+				ctx.Error("malformed request\n", fasthttp.StatusBadRequest)
+			}
+		},
+	}
+	return f
+}
+
+func (f *fastServer) serve() {
+	if err := f.srv.Serve(f.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		f.p.log.Error("proxy: http/1.1 server stopped", "err", err)
+	}
+}
+
+func (f *fastServer) shutdown(ctx context.Context) error {
+	f.ln.Close()
+	return f.srv.ShutdownWithContext(ctx)
+}
+
+type fastLogger struct{ p *Proxy }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	l.p.log.Debug("proxy: http/1.1", "msg", sprintf(format, args...))
+}
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) besides Connection and
+// Transfer-Encoding, which fasthttp frames itself.
+var hopHeaders = [][]byte{
+	[]byte("Keep-Alive"), []byte("Proxy-Connection"), []byte("Proxy-Authenticate"),
+	[]byte("Proxy-Authorization"), []byte("Te"), []byte("Trailer"), []byte("Upgrade"),
+}
+
+var (
+	hdrConnection = []byte("Connection")
+	hdrXFF        = []byte("X-Forwarded-For")
+	hdrXFProto    = []byte("X-Forwarded-Proto")
+	hdrXFHost     = []byte("X-Forwarded-Host")
+	hdrExpect     = []byte("Expect")
+	valHTTPS      = []byte("https")
+	valHTTP       = []byte("http")
+)
+
+// serveFast forwards one HTTP/1.1 request.
+func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	st := p.state.Load()
+	r := st.match(ctx.Host(), ctx.Path())
+	if r == nil {
+		ctx.Error("no route\n", fasthttp.StatusNotFound)
+		p.alog.fast(ctx, start, "", "", fasthttp.StatusNotFound, record.None)
+		return
+	}
+	req := &ctx.Request
+	v := r.chooseFast(req)
+	if req.Header.ConnectionUpgrade() {
+		p.serveUpgradeFast(ctx, r, v, start)
+		return
+	}
+	ep := r.pools[v].pick()
+	if ep == nil {
+		p.failFast(ctx, r, v, nil, start, fasthttp.StatusServiceUnavailable, record.Other, errNoEndpoint)
+		return
+	}
+	stripHopFast(&req.Header)
+	req.Header.DelBytes(hdrExpect)
+	setForwardedFast(ctx)
+	if r.mirror.take() {
+		p.mirrorFast(r, req)
+	}
+	if ep.spec.scheme == "h2c" {
+		p.forwardH2C(ctx, r, v, ep, start)
+		return
+	}
+	// The upstream's scheme, not the client's: fasthttp refuses to send an
+	// https request URI over a plain HostClient.
+	req.URI().SetSchemeBytes(ep.scheme)
+	hc := ep.hc
+	if r.stream {
+		hc = ep.streamHC
+	}
+	ep.inflight.Add(1)
+	err := hc.DoDeadline(req, &ctx.Response, start.Add(r.timeout))
+	ep.inflight.Add(-1)
+	if err != nil {
+		kind, status := classify(err)
+		p.failFast(ctx, r, v, ep, start, status, kind, err)
+		return
+	}
+	resp := &ctx.Response
+	resp.Header.ResetConnectionClose()
+	for _, h := range hopHeaders {
+		resp.Header.DelBytes(h)
+	}
+	status := resp.StatusCode()
+	lat := time.Since(start)
+	r.finish(v, lat, status, record.None)
+	p.alog.fast(ctx, start, r.name, r.versions[v], status, record.None)
+}
+
+var errNoEndpoint = errors.New("version has no endpoints")
+
+func (p *Proxy) failFast(ctx *fasthttp.RequestCtx, r *route, v int, ep *endpoint, start time.Time, status int, kind record.ErrorKind, err error) {
+	r.finish(v, time.Since(start), 0, kind)
+	ctx.Response.Reset()
+	ctx.Error(errorBody(status), status)
+	p.alog.fast(ctx, start, r.name, r.versions[v], status, kind)
+	fe := &ForwardError{Route: r.name, Version: r.versions[v], Method: string(ctx.Method()),
+		Path: string(ctx.Path()), Status: status, Kind: kind, Err: err}
+	if ep != nil {
+		fe.Endpoint = ep.raw
+	}
+	p.report(fe)
+}
+
+func errorBody(status int) string {
+	switch status {
+	case 503:
+		return "no upstream endpoint available\n"
+	case 504:
+		return "upstream timed out\n"
+	default:
+		return "upstream unavailable\n"
+	}
+}
+
+// classify maps a transport error to its kind and the status the client
+// gets: 504 for timeouts, 502 for everything else.
+func classify(err error) (record.ErrorKind, int) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return record.Timeout, fasthttp.StatusGatewayTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return record.Refused, fasthttp.StatusBadGateway
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return record.Reset, fasthttp.StatusBadGateway
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return record.Other, fasthttp.StatusServiceUnavailable
+	default:
+		return record.Other, fasthttp.StatusBadGateway
+	}
+}
+
+// chooseFast picks the version: cohort rules, then the sticky key, then
+// the weights.
+func (r *route) chooseFast(req *fasthttp.Request) int {
+	for i := range r.cohorts {
+		c := &r.cohorts[i]
+		var val []byte
+		switch c.kind {
+		case cohortHeader:
+			val = req.Header.PeekBytes(c.nameB)
+		case cohortCookie:
+			val = req.Header.Cookie(c.name)
+		case cohortQuery:
+			val = req.URI().QueryArgs().PeekBytes(c.nameB)
+		}
+		if c.matches(val, val != nil) {
+			return c.version
+		}
+	}
+	s := r.split.Load()
+	var key []byte
+	if r.stickyHdr != "" {
+		key = req.Header.Peek(r.stickyHdr)
+	} else if r.stickyCook != "" {
+		key = req.Header.Cookie(r.stickyCook)
+	}
+	if len(key) > 0 {
+		return s.sticky(key)
+	}
+	return s.keyless()
+}
+
+// stripHopFast removes hop-by-hop request headers, including those the
+// Connection header names.
+func stripHopFast(h *fasthttp.RequestHeader) {
+	if conn := h.PeekBytes(hdrConnection); len(conn) > 0 {
+		for tok := range bytes.SplitSeq(conn, []byte(",")) {
+			tok = bytes.TrimSpace(tok)
+			if len(tok) > 0 && !bytes.EqualFold(tok, []byte("close")) && !bytes.EqualFold(tok, []byte("keep-alive")) {
+				h.DelBytes(tok)
+			}
+		}
+		h.DelBytes(hdrConnection)
+	}
+	for _, k := range hopHeaders {
+		h.DelBytes(k)
+	}
+}
+
+// setForwardedFast appends the client to X-Forwarded-For and sets
+// X-Forwarded-Proto and X-Forwarded-Host.
+func setForwardedFast(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Request.Header
+	var buf [256]byte
+	b := buf[:0]
+	if prior := h.PeekBytes(hdrXFF); len(prior) > 0 {
+		b = append(b, prior...)
+		b = append(b, ", "...)
+	}
+	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
+		b = ip.Unmap().AppendTo(b)
+	}
+	h.SetBytesKV(hdrXFF, b)
+	if ctx.IsTLS() {
+		h.SetBytesKV(hdrXFProto, valHTTPS)
+	} else {
+		h.SetBytesKV(hdrXFProto, valHTTP)
+	}
+	h.SetBytesKV(hdrXFHost, ctx.Host())
+}
+
+// mirrorSlots bounds concurrent mirrored requests; when all are busy the
+// copy is dropped rather than queued, so mirroring can never slow users.
+var mirrorSlots = make(chan struct{}, 256)
+
+func (p *Proxy) mirrorFast(r *route, req *fasthttp.Request) {
+	select {
+	case mirrorSlots <- struct{}{}:
+	default:
+		return
+	}
+	ep := r.pools[r.mirror.version].pick()
+	if ep == nil {
+		<-mirrorSlots
+		r.rec.RecordMirror(0, 0, record.Other)
+		return
+	}
+	cp := fasthttp.AcquireRequest()
+	req.CopyTo(cp)
+	cp.URI().SetSchemeBytes(ep.scheme)
+	timeout := r.timeout
+	go func() {
+		defer func() { <-mirrorSlots }()
+		resp := fasthttp.AcquireResponse()
+		start := time.Now()
+		err := ep.hc.DoTimeout(cp, resp, timeout)
+		lat := time.Since(start)
+		if err != nil {
+			kind, _ := classify(err)
+			r.rec.RecordMirror(lat, 0, kind)
+		} else {
+			kind := record.None
+			if resp.StatusCode() >= 500 {
+				kind = record.Upstream5xx
+			}
+			r.rec.RecordMirror(lat, resp.StatusCode(), kind)
+		}
+		fasthttp.ReleaseRequest(cp)
+		fasthttp.ReleaseResponse(resp)
+	}()
+}

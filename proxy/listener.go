@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// h2Preface is what an HTTP/2 client with prior knowledge sends first.
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// sortTimeout bounds the TLS handshake and the wait for the first bytes
+// that tell HTTP/1.1 from h2c.
+const sortTimeout = 10 * time.Second
+
+// acceptLoop accepts connections and sorts each, in its own goroutine, to
+// the HTTP/1.1 server or the HTTP/2 server. Sorting costs a goroutine per
+// connection, not per request.
+func (p *Proxy) acceptLoop(ln net.Listener, tc *tls.Config) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if p.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		go p.sortConn(c, tc)
+	}
+}
+
+func (p *Proxy) sortConn(c net.Conn, tc *tls.Config) {
+	if tc != nil {
+		tlsConn := tls.Server(c, tc)
+		tlsConn.SetDeadline(time.Now().Add(sortTimeout))
+		if err := tlsConn.Handshake(); err != nil {
+			c.Close()
+			return
+		}
+		tlsConn.SetDeadline(time.Time{})
+		if tlsConn.ConnectionState().NegotiatedProtocol == "h2" {
+			p.h2.ln.push(tlsConn)
+		} else {
+			p.fast.ln.push(tlsConn)
+		}
+		return
+	}
+	// Read just enough to decide: HTTP/1.1 request lines differ from the
+	// preface by the second byte at the latest ("PUT", "POST", "PATCH").
+	var buf [len("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")]byte
+	n := 0
+	c.SetReadDeadline(time.Now().Add(sortTimeout))
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		if n > 0 && !bytes.HasPrefix(h2Preface, buf[:n]) {
+			break
+		}
+		if n == len(buf) {
+			break
+		}
+		if err != nil {
+			c.Close()
+			return
+		}
+	}
+	c.SetReadDeadline(time.Time{})
+	pc := &peekedConn{Conn: c, buf: buf[:n]}
+	if n == len(buf) && bytes.Equal(buf[:n], h2Preface) {
+		p.h2.ln.push(pc)
+	} else {
+		p.fast.ln.push(pc)
+	}
+}
+
+// peekedConn replays the bytes read while sorting.
+type peekedConn struct {
+	net.Conn
+	buf []byte
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) {
+	if len(c.buf) > 0 {
+		n := copy(b, c.buf)
+		c.buf = c.buf[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// chanListener feeds sorted connections to a server's Serve loop.
+type chanListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
