@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -33,6 +34,9 @@ const (
 	Running    Phase = "Running"
 	Promoted   Phase = "Promoted"
 	RolledBack Phase = "RolledBack"
+	// Aborted: the rollout gave up waiting for evidence (progress
+	// deadline). Traffic goes back to stable, but nothing was detected.
+	Aborted Phase = "Aborted"
 )
 
 // Outcome is what one replay of one policy measured.
@@ -40,6 +44,7 @@ type Outcome struct {
 	Policy     string `json:"name"`
 	RolledBack bool   `json:"rolled_back"`
 	Promoted   bool   `json:"promoted"`
+	Aborted    bool   `json:"aborted,omitempty"`
 	// DetectionDelay counts from the fault's onset (or from the start when
 	// no fault time is known) to the rollback; nil when nothing was detected.
 	DetectionDelay    *float64 `json:"detection_delay_s"`
@@ -50,6 +55,9 @@ type Outcome struct {
 	CanaryRequests int64   `json:"canary_requests"`
 	Duration       float64 `json:"duration_s"` // until promotion or rollback, else the replay's length
 	Reason         string  `json:"reason,omitempty"`
+	// BadTrace counts bad requests per Replayer.TraceEvery period since the
+	// start of the replay.
+	BadTrace []int64 `json:"-"`
 }
 
 // Replayer drives policies over one traffic stream.
@@ -61,7 +69,13 @@ type Replayer struct {
 	// Seed fixes routing and fault draws so every policy sees the same
 	// request get the same fate.
 	Seed uint64
+	// TraceEvery, when positive, keeps each policy's bad requests per
+	// period of this length in Outcome.BadTrace, for plots over time.
+	TraceEvery time.Duration
 }
+
+// errAllDone stops reading the stream once every policy has finished.
+var errAllDone = errors.New("every policy finished")
 
 // Stream yields the replayed requests in time order.
 type Stream func(fn func(Request) error) error
@@ -90,14 +104,19 @@ func (rp Replayer) Run(stream Stream, policies []Policy) ([]Outcome, error) {
 		index++
 		uRoute, uFault := draws(rp.Seed, index)
 		elapsed := r.Time.Sub(start)
+		alive := false
 		for _, run := range runs {
 			if err := run.request(rp, r, elapsed, uRoute, uFault); err != nil {
 				return err
 			}
+			alive = alive || !run.done
+		}
+		if !alive {
+			return errAllDone
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errAllDone) {
 		return nil, err
 	}
 	outs := make([]Outcome, len(runs))
@@ -120,17 +139,23 @@ type policyRun struct {
 	out      Outcome
 	faultAt  time.Time
 	started  time.Time
+	// healthy: a synthetic run known to have no fault, so any rollback is
+	// a false one.
+	healthy bool
 }
 
 func (run *policyRun) request(rp Replayer, r Request, elapsed time.Duration, uRoute, uFault float64) error {
 	if run.started.IsZero() {
 		run.started = r.Time.Add(-elapsed)
 		run.faultAt = run.started
+		run.healthy = rp.FaultKnown && rp.Fault.Kind == FaultNone
 		if rp.FaultKnown {
 			run.faultAt = run.started.Add(rp.Fault.At)
 		}
 	}
-	run.last = r.Time
+	if r.Time.After(run.last) {
+		run.last = r.Time
+	}
 	if run.done {
 		return nil
 	}
@@ -160,13 +185,24 @@ func (run *policyRun) request(rp Replayer, r Request, elapsed time.Duration, uRo
 		}
 		if bad {
 			run.out.BadRequests++
+			if rp.TraceEvery > 0 {
+				i := int(elapsed / rp.TraceEvery)
+				for len(run.out.BadTrace) <= i {
+					run.out.BadTrace = append(run.out.BadTrace, 0)
+				}
+				run.out.BadTrace[i]++
+			}
 		}
 	}
 	run.rec.record(version, r)
 	if w, changed := run.policy.Observe(version, r, r.Time); changed {
 		run.weights = w
 		if w["canary"] == 0 {
-			run.finish(RolledBack, r.Time, "in-path guard")
+			reason := "in-path guard"
+			if m, ok := run.policy.(interface{ Message() string }); ok && m.Message() != "" {
+				reason = m.Message()
+			}
+			run.finish(RolledBack, r.Time, reason)
 		}
 	}
 	return nil
@@ -184,7 +220,17 @@ func (run *policyRun) tick(now time.Time) error {
 	}
 	switch phase {
 	case RolledBack:
-		run.finish(RolledBack, now, "analysis")
+		reason := "analysis"
+		if m, ok := run.policy.(interface{ Message() string }); ok && m.Message() != "" {
+			reason = m.Message()
+		}
+		run.finish(RolledBack, now, reason)
+	case Aborted:
+		reason := "progress deadline"
+		if m, ok := run.policy.(interface{ Message() string }); ok && m.Message() != "" {
+			reason = m.Message()
+		}
+		run.finish(Aborted, now, reason)
 	case Promoted:
 		run.finish(Promoted, now, "")
 	}
@@ -199,12 +245,19 @@ func (run *policyRun) finish(p Phase, now time.Time, reason string) {
 		run.out.RolledBack = true
 		run.out.Reason = reason
 		d := now.Sub(run.faultAt).Seconds()
+		if run.healthy {
+			run.out.Reason = reason + " (no fault: a false rollback)"
+			return
+		}
 		if d < 0 {
 			// Rolled back before the fault began: a false rollback, not a detection.
 			run.out.Reason = reason + " (before the fault began)"
 			return
 		}
 		run.out.DetectionDelay = &d
+	case Aborted:
+		run.out.Aborted = true
+		run.out.Reason = reason
 	case Promoted:
 		run.out.Promoted = true
 	}
