@@ -17,6 +17,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	metricsservice "github.com/envoyproxy/go-control-plane/envoy/service/metrics/v3"
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -39,8 +40,11 @@ type ProxyClientConfig struct {
 	Service string
 	// OnWeights receives every new split, weights by version name. It is
 	// never called with an empty or partial split; when the control plane is
-	// unreachable it is not called at all (fail static).
-	OnWeights func(rollout.Weights)
+	// unreachable it is not called at all (fail static). An error (the
+	// proxy has no such version, say) rejects the configuration: the
+	// control plane gets a NACK with the error as its reason, and the last
+	// weights stay.
+	OnWeights func(rollout.Weights) error
 	// Metrics, when set, is streamed to the control plane every
 	// MetricsInterval (default 1s) in Envoy's metrics-service format, so the
 	// fleet's analysis counts this proxy like an Envoy. Rollout names the
@@ -48,6 +52,12 @@ type ProxyClientConfig struct {
 	Metrics         rollout.MetricSource
 	Rollout         string
 	MetricsInterval time.Duration
+	// InitialFetchTimeout bounds how long Ready waits for the first
+	// configuration (default 15s, Envoy's initial_fetch_timeout). After it
+	// the proxy is ready on the weights it was started with, and static.
+	InitialFetchTimeout time.Duration
+	// Registerer, when set, gets guardian_xds_client_* metrics.
+	Registerer prometheus.Registerer
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -55,26 +65,48 @@ type ProxyClientConfig struct {
 // ProxyClient keeps one ADS subscription to a service's route configuration
 // and reconnects with backoff; the last weights stay in force meanwhile.
 type ProxyClient struct {
-	cfg ProxyClientConfig
+	cfg     ProxyClientConfig
+	now     func() time.Time
+	updates prometheus.Counter
+	rejects prometheus.Counter
 
 	mu      sync.Mutex
 	st      ProxyClientStatus
 	weights rollout.Weights
+	started time.Time // when Run began; zero before
 }
+
+// Client states, ProxyClientStatus.State.
+const (
+	// ClientWaiting: no configuration yet, within the initial fetch timeout.
+	ClientWaiting = "waiting"
+	// ClientConnected: the control plane answers on a live stream.
+	ClientConnected = "connected"
+	// ClientStatic: the control plane is unreachable; the proxy serves the
+	// last weights it received, or the ones it started with.
+	ClientStatic = "static"
+)
 
 // ProxyClientStatus is what /readyz reports.
 type ProxyClientStatus struct {
+	State     string          `json:"state"` // ClientWaiting, ClientConnected or ClientStatic
 	Connected bool            `json:"connected"`
 	Version   string          `json:"version,omitempty"` // route version applied last
-	Updated   time.Time       `json:"updated,omitzero"`
-	Weights   rollout.Weights `json:"weights,omitempty"`
+	Updated   time.Time       `json:"updated,omitzero"`  // when it was applied
+	Weights   rollout.Weights `json:"weights,omitempty"` // nil: none received, the proxy's own are in force
 	// Static is true when the control plane is unreachable and the proxy
-	// runs on the last weights it received.
-	Static    bool   `json:"static"`
-	LastError string `json:"lastError,omitempty"`
+	// runs on the last weights it received (or, past the initial fetch
+	// timeout, on the ones it started with).
+	Static bool `json:"static"`
+	// Since is when the connection last came up or went down (when Run
+	// started, before any answer).
+	Since     time.Time `json:"since,omitzero"`
+	Message   string    `json:"message"`
+	LastError string    `json:"lastError,omitempty"`
 }
 
-// NewProxyClient checks cfg; Run does the work.
+// NewProxyClient checks cfg and registers the client's metrics; Run does
+// the work.
 func NewProxyClient(cfg ProxyClientConfig) (*ProxyClient, error) {
 	switch {
 	case cfg.Conn == nil:
@@ -92,10 +124,47 @@ func NewProxyClient(cfg ProxyClientConfig) (*ProxyClient, error) {
 	if cfg.MetricsInterval <= 0 {
 		cfg.MetricsInterval = time.Second
 	}
+	if cfg.InitialFetchTimeout <= 0 {
+		cfg.InitialFetchTimeout = 15 * time.Second
+	}
 	if cfg.Rollout == "" {
 		cfg.Rollout = cfg.Service
 	}
-	return &ProxyClient{cfg: cfg}, nil
+	c := &ProxyClient{
+		cfg: cfg,
+		now: time.Now,
+		updates: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "guardian", Subsystem: "xds", Name: "client_updates_total",
+			Help: "Weight splits received from the control plane and applied.",
+		}),
+		rejects: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "guardian", Subsystem: "xds", Name: "client_rejected_total",
+			Help: "Route configurations rejected (NACKed) by this proxy.",
+		}),
+	}
+	if cfg.Registerer != nil {
+		gauge := func(name, help string, f func(ProxyClientStatus) bool) prometheus.Collector {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "guardian", Subsystem: "xds", Name: name, Help: help},
+				func() float64 {
+					if f(c.Status()) {
+						return 1
+					}
+					return 0
+				})
+		}
+		for _, m := range []prometheus.Collector{
+			gauge("client_connected", "1 while the control plane answers on a live stream, else 0.",
+				func(s ProxyClientStatus) bool { return s.Connected }),
+			gauge("client_static", "1 while the proxy runs on its last weights because the control plane is unreachable (fail static).",
+				func(s ProxyClientStatus) bool { return s.Static }),
+			c.updates, c.rejects,
+		} {
+			if err := cfg.Registerer.Register(m); err != nil {
+				return nil, fmt.Errorf("xds: ProxyClientConfig.Registerer: %w", err)
+			}
+		}
+	}
+	return c, nil
 }
 
 // Status reports the connection and the weights in force.
@@ -104,13 +173,51 @@ func (c *ProxyClient) Status() ProxyClientStatus {
 	defer c.mu.Unlock()
 	st := c.st
 	st.Weights = maps.Clone(c.weights)
-	st.Static = !st.Connected && c.weights != nil
+	target := c.cfg.Conn.Target()
+	switch {
+	case st.Connected:
+		st.State = ClientConnected
+		if c.weights == nil {
+			st.Message = fmt.Sprintf("connected to the control plane %s since %s; it publishes no weights for service %q, the proxy's own are in force",
+				target, st.Since.UTC().Format(time.RFC3339), c.cfg.Service)
+		} else {
+			st.Message = fmt.Sprintf("connected to the control plane %s since %s; weights of version %s",
+				target, st.Since.UTC().Format(time.RFC3339), st.Version)
+		}
+	case c.weights != nil || (!c.started.IsZero() && c.now().Sub(c.started) >= c.cfg.InitialFetchTimeout):
+		st.State, st.Static = ClientStatic, true
+		kept := "keeping the last weights (version " + st.Version + ")"
+		if c.weights == nil {
+			kept = "no configuration received; serving the proxy's own weights"
+		}
+		st.Message = fmt.Sprintf("static: control plane %s unreachable since %s; %s",
+			target, st.Since.UTC().Format(time.RFC3339), kept)
+	default:
+		st.State = ClientWaiting
+		st.Message = fmt.Sprintf("waiting for the first configuration from the control plane %s (at most %s)",
+			target, c.cfg.InitialFetchTimeout)
+	}
 	return st
+}
+
+// Ready is nil once the proxy may take traffic: the control plane has
+// answered, or the initial fetch timeout has passed (then it is static).
+// A proxy that has had a configuration stays ready while static: it keeps
+// serving, as Envoy does, and the state shows in Status.
+func (c *ProxyClient) Ready() error {
+	if st := c.Status(); st.State == ClientWaiting {
+		return errors.New(st.Message)
+	}
+	return nil
 }
 
 // Run subscribes until ctx ends, reconnecting with backoff (100 ms doubling
 // to 10 s, reset after a stream that delivered a configuration).
 func (c *ProxyClient) Run(ctx context.Context) error {
+	c.mu.Lock()
+	c.started = c.now()
+	c.st.Since = c.started
+	c.mu.Unlock()
 	backoff := 100 * time.Millisecond
 	for {
 		delivered, err := c.session(ctx)
@@ -118,7 +225,9 @@ func (c *ProxyClient) Run(ctx context.Context) error {
 			return nil
 		}
 		c.mu.Lock()
-		c.st.Connected = false
+		if c.st.Connected {
+			c.st.Connected, c.st.Since = false, c.now()
+		}
 		if err != nil {
 			c.st.LastError = err.Error()
 		}
@@ -164,9 +273,24 @@ func (c *ProxyClient) session(ctx context.Context) (delivered bool, err error) {
 			return delivered, err
 		}
 		req := &discovery.DiscoveryRequest{TypeUrl: resource.RouteType, ResponseNonce: resp.GetNonce(), ResourceNames: names}
+		c.mu.Lock()
+		if !c.st.Connected {
+			c.st.Connected, c.st.Since = true, c.now()
+		}
+		last := c.weights
+		c.mu.Unlock()
 		w, err := weightsFrom(c.cfg.Service, resp)
+		if err == nil && w != nil && !maps.Equal(w, last) {
+			// Applied before the ACK, so an ACK means the proxy routes by it.
+			if err = c.cfg.OnWeights(maps.Clone(w)); err != nil {
+				err = fmt.Errorf("proxy refused weights %v: %w", w, err)
+			} else {
+				c.updates.Inc()
+			}
+		}
 		if err != nil {
 			c.cfg.Logger.Warn("xds: rejecting route configuration", "version", resp.GetVersionInfo(), "err", err)
+			c.rejects.Inc()
 			req.VersionInfo = accepted
 			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 			c.mu.Lock()
@@ -177,15 +301,14 @@ func (c *ProxyClient) session(ctx context.Context) (delivered bool, err error) {
 			req.VersionInfo = accepted
 			delivered = true
 			c.mu.Lock()
-			changed := w != nil && !maps.Equal(w, c.weights)
 			if w != nil {
+				if !maps.Equal(w, c.weights) {
+					c.st.Updated = c.now()
+				}
 				c.weights = w
 			}
-			c.st.Connected, c.st.Version, c.st.Updated, c.st.LastError = true, accepted, time.Now(), ""
+			c.st.Version, c.st.LastError = accepted, ""
 			c.mu.Unlock()
-			if changed {
-				c.cfg.OnWeights(maps.Clone(w))
-			}
 		}
 		if err := st.Send(req); err != nil {
 			return delivered, err

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -60,7 +63,7 @@ func TestProxyClientFollowsWeightsAndFailsStatic(t *testing.T) {
 	got := make(chan rollout.Weights, 16)
 	pc, err := NewProxyClient(ProxyClientConfig{
 		Conn: cc, NodeID: "guardian-proxy-1", Service: "edge",
-		OnWeights:       func(w rollout.Weights) { got <- w },
+		OnWeights:       func(w rollout.Weights) error { got <- w; return nil },
 		Metrics:         fixedSource{recorderSnapshot()},
 		MetricsInterval: 20 * time.Millisecond,
 	})
@@ -121,8 +124,11 @@ func TestProxyClientFollowsWeightsAndFailsStatic(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	status := pc.Status()
-	if status.Connected || !status.Static || status.Weights["stable"] != 100 {
+	if status.Connected || !status.Static || status.State != ClientStatic || status.Weights["stable"] != 100 {
 		t.Errorf("status without a control plane = %+v, want static on stable 100", status)
+	}
+	if !strings.Contains(status.Message, "unreachable since") || pc.Ready() != nil {
+		t.Errorf("static proxy: message %q, Ready() = %v; want 'unreachable since' and ready", status.Message, pc.Ready())
 	}
 	select {
 	case w := <-got:
@@ -191,5 +197,117 @@ func TestWeightsFromRouteConfiguration(t *testing.T) {
 	bad.VirtualHosts[0].Routes[1].GetRoute().GetWeightedClusters().Clusters[0].Weight = wrapperspb.UInt32(50)
 	if _, err := weightsFrom("checkout", resp(bad)); err == nil || !strings.Contains(err.Error(), "sum to 55") {
 		t.Errorf("weights summing to 55: %v, want a rejection", err)
+	}
+}
+
+// A split the proxy cannot apply is NACKed with the proxy's reason, the
+// control plane shows it, and the proxy keeps its weights.
+func TestProxyClientNACKsWeightsTheProxyRefuses(t *testing.T) {
+	s, _ := newTestServer(t)
+	if err := s.SetService(simService("edge")); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	defer s.Stop()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	reg := prometheus.NewRegistry()
+	applied := make(chan rollout.Weights, 4)
+	pc, err := NewProxyClient(ProxyClientConfig{
+		Conn: cc, NodeID: "picky", Service: "edge", Registerer: reg,
+		OnWeights: func(w rollout.Weights) error {
+			if w["canary"] > 0 {
+				return errors.New(`route default has no version "canary"`)
+			}
+			applied <- w
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); pc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case w := <-applied:
+		if w["stable"] != 100 {
+			t.Fatalf("first split %v, want stable 100", w)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no first split; status %+v", pc.Status())
+	}
+	good := s.Version()
+	if err := s.SetWeights("edge", rollout.Weights{"stable": 80, "canary": 20}); err != nil {
+		t.Fatal(err)
+	}
+	ctxW, cancelW := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelW()
+	_, err = s.WaitAcked(ctxW, s.Version())
+	if err == nil || !strings.Contains(err.Error(), "picky") || !strings.Contains(err.Error(), "proxy refused weights") {
+		t.Fatalf("WaitAcked = %v, want a NACK from node picky naming the proxy's reason", err)
+	}
+	st := pc.Status()
+	if st.Weights["stable"] != 100 || st.Version != good || !strings.Contains(st.LastError, "refused") || st.State != ClientConnected {
+		t.Errorf("after a refused split: %+v, want stable 100 at version %s, connected, lastError naming the refusal", st, good)
+	}
+	if got := testutil.ToFloat64(pc.rejects); got != 1 {
+		t.Errorf("guardian_xds_client_rejected_total = %v, want 1", got)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP guardian_xds_client_connected 1 while the control plane answers on a live stream, else 0.
+# TYPE guardian_xds_client_connected gauge
+guardian_xds_client_connected 1
+# HELP guardian_xds_client_static 1 while the proxy runs on its last weights because the control plane is unreachable (fail static).
+# TYPE guardian_xds_client_static gauge
+guardian_xds_client_static 0
+`), "guardian_xds_client_connected", "guardian_xds_client_static"); err != nil {
+		t.Error(err)
+	}
+}
+
+// Readiness follows Envoy's initial fetch: not ready until the first
+// answer or the timeout, then ready (static when nothing came).
+func TestProxyClientReadinessStates(t *testing.T) {
+	cc, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	pc, err := NewProxyClient(ProxyClientConfig{Conn: cc, NodeID: "n", Service: "edge",
+		OnWeights: func(rollout.Weights) error { return nil }, InitialFetchTimeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 25, 21, 0, 0, 0, time.UTC)
+	now := t0
+	pc.now = func() time.Time { return now }
+	if st := pc.Status(); st.State != ClientWaiting || pc.Ready() == nil {
+		t.Errorf("before Run: %+v ready=%v, want waiting and not ready", st, pc.Ready())
+	}
+	pc.started, pc.st.Since = t0, t0
+	now = t0.Add(14 * time.Second)
+	if err := pc.Ready(); err == nil || !strings.Contains(err.Error(), "waiting for the first configuration") {
+		t.Errorf("14s in, nothing received: Ready() = %v, want waiting", err)
+	}
+	now = t0.Add(15 * time.Second)
+	st := pc.Status()
+	if pc.Ready() != nil || st.State != ClientStatic || !st.Static || st.Weights != nil ||
+		!strings.Contains(st.Message, "unreachable since 2026-11-25T21:00:00Z; no configuration received") {
+		t.Errorf("15s in, nothing received: %+v ready=%v, want static on the proxy's own weights", st, pc.Ready())
+	}
+	// Weights once received keep it static (and ready) however long it lasts.
+	pc.weights, pc.st.Version = rollout.Weights{"stable": 70, "canary": 30}, "7"
+	now = t0.Add(time.Hour)
+	if st := pc.Status(); st.State != ClientStatic || !strings.Contains(st.Message, "keeping the last weights (version 7)") || st.Weights["canary"] != 30 {
+		t.Errorf("static with weights: %+v", st)
 	}
 }

@@ -35,6 +35,7 @@ type proxyOpts struct {
 	accessLog              string
 	healthPath             string
 	drain                  time.Duration
+	xds                    xdsClientOpts
 }
 
 func newProxyCmd() *cobra.Command {
@@ -57,7 +58,13 @@ that route's traffic to the first version at once.
 The admin API (--admin, loopback by default) serves /api/v1/weights,
 /api/v1/stats, /healthz, /readyz and /metrics; a --token (or GUARDIAN_TOKEN)
 is required when it listens on a non-loopback address.
-SIGINT/SIGTERM stop accepting and drain requests in flight (--drain).`,
+SIGINT/SIGTERM stop accepting and drain requests in flight (--drain).
+
+--xds ADDR --xds-service NAME joins a fleet run by "guardian run --xds-listen":
+the route serving NAME takes its weights from the control plane, and its
+recorded numbers are streamed back for the rollout's analysis. If the control
+plane becomes unreachable the proxy keeps its last weights (fail static),
+stays ready, and says so in /readyz's body and guardian_xds_client_connected.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), o) },
 	}
@@ -77,6 +84,7 @@ SIGINT/SIGTERM stop accepting and drain requests in flight (--drain).`,
 	f.StringVar(&o.accessLog, "access-log", "", `JSON access log file ("-" for stdout; default off)`)
 	f.StringVar(&o.healthPath, "health-check", "", "probe every endpoint with GET PATH every 5s (feeds health_check_failures)")
 	f.DurationVar(&o.drain, "drain", 30*time.Second, "how long shutdown waits for requests in flight")
+	addXDSClientFlags(cmd, &o.xds)
 	return cmd
 }
 
@@ -219,9 +227,22 @@ func runProxy(ctx context.Context, o proxyOpts) error {
 		return usageErr("%v", oneLine(err))
 	}
 
+	fleet, err := newProxyXDS(o.xds, cfg, p, reg, log)
+	if err != nil {
+		return err
+	}
+	if fleet != nil {
+		defer fleet.stop()
+	}
+
 	var adm *admin.Server
 	if o.admin != "" {
-		adm, err = admin.New(admin.Config{Addr: o.admin, Token: o.token, Gatherer: reg, Logger: log}, p)
+		ac := admin.Config{Addr: o.admin, Token: o.token, Gatherer: reg, Logger: log}
+		var dp admin.DataPlane = p
+		if fleet != nil {
+			dp, ac.ReadyDetail = xdsPlane{Proxy: p, x: fleet}, fleet.readyDetail
+		}
+		adm, err = admin.New(ac, dp)
 		if err != nil {
 			return usageErr("--admin: %v", err)
 		}
@@ -239,6 +260,10 @@ func runProxy(ctx context.Context, o proxyOpts) error {
 		go func() { errc <- adm.ListenAndServe() }()
 	}
 	log.Info("proxy: serving", "listeners", listenAddrs(cfg), "routes", p.Routes(), "admin", o.admin)
+	if fleet != nil {
+		fleet.start()
+		log.Info("proxy: following the control plane", "xds", o.xds.addr, "service", o.xds.service, "route", fleet.route, "node", fleet.node)
+	}
 
 	var runErr error
 loop:

@@ -63,6 +63,10 @@ type Config struct {
 	// Logger receives refused requests and server errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// ReadyDetail, when set, adds its fields to /readyz's body, ready or
+	// not (for example "xds": the control-plane connection of a fleet
+	// proxy, which stays ready while it serves its last weights).
+	ReadyDetail func() map[string]any
 }
 
 // Server is the admin HTTP server.
@@ -219,11 +223,18 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	code, body := http.StatusOK, map[string]any{"status": "ready"}
 	if err := s.dp.Ready(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
-		return
+		code, body = http.StatusServiceUnavailable, map[string]any{"error": "not ready: " + err.Error()}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	if s.cfg.ReadyDetail != nil {
+		for k, v := range s.cfg.ReadyDetail() {
+			if _, taken := body[k]; !taken {
+				body[k] = v
+			}
+		}
+	}
+	writeJSON(w, code, body)
 }
 
 type slogPrinter struct{ l *slog.Logger }

@@ -439,3 +439,19 @@ type fakeListener struct{ addr net.Addr }
 func (l fakeListener) Accept() (net.Conn, error) { return nil, errors.New("closed") }
 func (l fakeListener) Close() error              { return nil }
 func (l fakeListener) Addr() net.Addr            { return l.addr }
+
+func TestReadyDetailJoinsTheReadinessBody(t *testing.T) {
+	f := newFake()
+	c, _ := start(t, Config{ReadyDetail: func() map[string]any {
+		return map[string]any{"xds": map[string]any{"state": "static"}, "status": "ignored: taken"}
+	}}, f)
+	code, body := c.do("GET", "/readyz", "")
+	if xds, _ := body["xds"].(map[string]any); code != 200 || body["status"] != "ready" || xds["state"] != "static" {
+		t.Errorf("readyz with detail: %d %v, want 200, status ready and xds.state static", code, body)
+	}
+	f.ready = errors.New("proxy: shutting down")
+	code, body = c.do("GET", "/readyz", "")
+	if xds, _ := body["xds"].(map[string]any); code != 503 || body["error"] != "not ready: proxy: shutting down" || xds["state"] != "static" {
+		t.Errorf("not ready with detail: %d %v", code, body)
+	}
+}
