@@ -46,6 +46,11 @@ type Acknowledger interface {
 	AwaitApplied(ctx context.Context) (time.Duration, error)
 }
 
+// PreviewHeader steers a request to a blue-green rollout's green version
+// on Guardian's proxy before the switch (any value); the validate stage's
+// smoke tests carry it.
+const PreviewHeader = "X-Guardian-Preview"
+
 // EventFleetAcknowledged records the time the fleet took to apply a rollback.
 const EventFleetAcknowledged = "FleetAcknowledged"
 
@@ -114,7 +119,10 @@ type Driver struct {
 
 	state    atomic.Pointer[rollout.State]
 	last     atomic.Pointer[map[string]lastInterval]
-	business atomic.Pointer[map[string]float64]
+	business atomic.Pointer[businessPoll]
+
+	// scorer feeds adaptive progression; nil when it is off.
+	scorer *scorer
 
 	cmds  chan cmdRequest
 	trips chan rollout.Trip
@@ -127,6 +135,12 @@ type Driver struct {
 	bg     sync.WaitGroup
 	cancel context.CancelFunc
 	runCtx context.Context
+	// followCtx is for the work a decision sets off (rollback and
+	// post-rollout hooks, the fleet's acknowledgement): it outlives the
+	// loop when the rollout ends, and only Run's own ctx (a shutdown)
+	// cancels it.
+	followCtx    context.Context
+	cancelFollow context.CancelFunc
 
 	// applied is the canary weight last applied to the routers.
 	applied int
@@ -175,6 +189,7 @@ func New(cfg Config) (*Driver, error) {
 		d.cfg.Env = envLookup
 	}
 	d.runCtx, d.cancel = context.WithCancel(context.Background())
+	d.followCtx, d.cancelFollow = context.WithCancel(context.Background())
 	if cfg.Notifier != nil {
 		d.notifier = cfg.Notifier
 	} else if len(cfg.Spec.Notifications) > 0 {
@@ -222,6 +237,7 @@ func New(cfg Config) (*Driver, error) {
 			return nil, fmt.Errorf("rollout %s: analysis: %w", d.name, err)
 		}
 	}
+	d.scorer = newScorer(cfg.Spec)
 	d.state.Store(&st)
 	if err := d.execute(st, acts); err != nil {
 		return nil, err
@@ -289,9 +305,13 @@ func (d *Driver) Command(ctx context.Context, c rollout.Command) error {
 }
 
 // Run drives the rollout until it ends or ctx is cancelled. Background work
-// (gates, hooks) is waited for before Run returns.
+// is waited for before Run returns: gates in flight are cancelled, while
+// the hooks of the decision that ended the rollout run to completion (each
+// bounded by its timeout) unless ctx is cancelled.
 func (d *Driver) Run(ctx context.Context) error {
 	defer close(d.done)
+	defer d.cancelFollow()
+	defer context.AfterFunc(ctx, d.cancelFollow)()
 	defer d.bg.Wait()
 	defer d.cancel()
 	if d.ownsNote {
@@ -310,7 +330,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	d.background(func(ctx context.Context) { d.pollBusiness(ctx, max(interval, 5*time.Second)) })
+	d.background(func(ctx context.Context) { d.pollBusiness(ctx, interval) })
 	for {
 		var obs rollout.Observation
 		var reply chan error
@@ -383,9 +403,7 @@ func (d *Driver) observe() rollout.Observation {
 	obs.Values = map[string]float64{}
 	values(obs.Values, "", c)
 	values(obs.Values, "baseline:", b)
-	if bv := d.business.Load(); bv != nil {
-		maps.Copy(obs.Values, *bv)
-	}
+	d.addBusiness(obs.Values, d.cfg.Spec.Analysis.Interval)
 
 	if c.Requests == 0 && b.Requests == 0 {
 		return obs
@@ -410,6 +428,14 @@ func (d *Driver) observe() rollout.Observation {
 		return obs
 	}
 	obs.Verdicts = verdicts
+	if d.scorer != nil {
+		score, err := d.scorer.observe(fmt.Sprintf("%d/%d", st.Step, wc), c, b, verdicts)
+		if err != nil {
+			d.log.Warn("adaptive score", "err", err)
+		} else {
+			obs.Score = &score
+		}
+	}
 	return obs
 }
 
@@ -505,7 +531,7 @@ func (d *Driver) setWeights(w rollout.Weights) {
 		if !ok {
 			continue
 		}
-		d.background(func(ctx context.Context) {
+		d.followUp(func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			took, err := ack.AwaitApplied(ctx)
@@ -590,6 +616,16 @@ func (d *Driver) background(f func(ctx context.Context)) {
 	}()
 }
 
+// followUp runs f in the background with the follow-up context (see
+// Driver.followCtx).
+func (d *Driver) followUp(f func(ctx context.Context)) {
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		f(d.followCtx)
+	}()
+}
+
 // combine folds per-metric verdicts into a gate's outcome: any Fail fails,
 // all Pass passes, otherwise the gate waits.
 func combine(vs []analysis.Verdict) analysis.Outcome {
@@ -641,7 +677,12 @@ func (d *Driver) smokeGate(ctx context.Context, g rollout.Gate) rollout.GateResu
 		return rollout.GateResult{ID: g.ID, Outcome: analysis.Fail, Message: "smoke suite: " + err.Error()}
 	}
 	target := d.targetURL(g.Target)
-	res := smoke.Run(ctx, suite, smoke.Options{Target: target, HTTPClient: d.cfg.HTTPClient, Env: d.cfg.Env})
+	opts := smoke.Options{Target: target, HTTPClient: d.cfg.HTTPClient, Env: d.cfg.Env}
+	if g.Target == "preview" {
+		// Harmless on green itself; on Guardian's proxy it picks green.
+		opts.Header = http.Header{PreviewHeader: {"1"}}
+	}
+	res := smoke.Run(ctx, suite, opts)
 	data, _ := res.JSON()
 	out := rollout.GateResult{ID: g.ID, Outcome: analysis.Pass, Message: res.Summary(), Data: data}
 	if !res.Passed {
@@ -657,15 +698,28 @@ func (d *Driver) smokeGate(ctx context.Context, g rollout.Gate) rollout.GateResu
 
 func (d *Driver) webhookGate(ctx context.Context, g rollout.Gate) rollout.GateResult {
 	st := d.State()
-	payload := map[string]any{"rollout": d.name, "type": g.WebhookType, "phase": st.Phase, "step": st.Step, "weights": st.Weights}
-	res, err := notify.Ask(ctx, notify.Approval{Type: g.WebhookType, URL: g.URL, Timeout: g.Timeout, Client: d.cfg.HTTPClient}, payload)
+	typ := g.WebhookType
+	if typ == "" {
+		// An `approval: {webhook: URL}` step answers the question
+		// `guardian promote` answers by hand: may the rollout go past here.
+		typ = notify.ConfirmPromotion
+	}
+	label := typ
+	if g.Kind == rollout.GateApproval {
+		label = "approval"
+	}
+	payload := map[string]any{"rollout": d.name, "type": typ, "gate": g.ID, "phase": st.Phase, "step": st.Step, "weights": st.Weights}
+	res, err := notify.Ask(ctx, notify.Approval{Type: typ, URL: g.URL, Timeout: g.Timeout, Client: d.cfg.HTTPClient}, payload)
 	if err != nil {
-		return rollout.GateResult{ID: g.ID, Outcome: analysis.Inconclusive, Message: fmt.Sprintf("%s webhook did not answer: %v", g.WebhookType, err)}
+		// No answer is a "no": the engine applies the webhook's
+		// failurePolicy (hold asks again, fail rolls back), so a dead
+		// pre-rollout check cannot keep a rollout waiting forever.
+		return rollout.GateResult{ID: g.ID, Outcome: analysis.Fail, Message: fmt.Sprintf("%s webhook did not answer: %v", label, err)}
 	}
 	if res.Approved {
-		return rollout.GateResult{ID: g.ID, Outcome: analysis.Pass, Message: fmt.Sprintf("%s approved (HTTP %d)", g.WebhookType, res.Status)}
+		return rollout.GateResult{ID: g.ID, Outcome: analysis.Pass, Message: fmt.Sprintf("%s approved (HTTP %d)", label, res.Status)}
 	}
-	return rollout.GateResult{ID: g.ID, Outcome: analysis.Fail, Message: fmt.Sprintf("%s denied: %s", g.WebhookType, res.Reason)}
+	return rollout.GateResult{ID: g.ID, Outcome: analysis.Fail, Message: fmt.Sprintf("%s denied: %s", label, res.Reason)}
 }
 
 func (d *Driver) runHooks(which, reason string, st rollout.State) {
@@ -696,7 +750,7 @@ func (d *Driver) runHooks(which, reason string, st rollout.State) {
 		return
 	}
 	payload := map[string]any{"rollout": d.name, "hook": which, "reason": reason, "phase": st.Phase, "weights": st.Weights}
-	d.background(func(ctx context.Context) {
+	d.followUp(func(ctx context.Context) {
 		var all []hook.Outcome
 		for i, h := range hooks {
 			a := hook.Action{Name: fmt.Sprintf("%s[%d]", which, i), Exec: h.Exec, Webhook: h.Webhook, Timeout: h.Timeout, Retries: h.Retries, Client: d.cfg.HTTPClient}

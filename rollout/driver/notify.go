@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/deployment-guardian/guardian/analysis"
@@ -30,12 +31,45 @@ func NotifyEvent(name string, st rollout.State, e rollout.Event, last map[string
 	case rollout.EventProceed:
 		decision = "PROCEED TO NEXT STAGE"
 	}
+	rows := metricRows(st.Verdicts, last)
+	if e.Type == rollout.EventGate {
+		rows = append(rows, businessRows(e.Data)...)
+	}
 	return notify.Event{
 		Rollout: name, Type: typ, Message: e.Message, Time: e.Time,
 		Phase: string(st.Phase), Step: st.Step, Elapsed: st.StepElapsed,
-		Weights: st.Weights, Metrics: metricRows(st.Verdicts, last),
+		Weights: st.Weights, Metrics: rows,
 		Decision: decision, Data: e.Data,
 	}
+}
+
+// businessRows renders a business gate's answer as the dashboard's
+// business rows: stable's and the canary's values with the verdict.
+func businessRows(data json.RawMessage) []report.MetricRow {
+	var g struct {
+		Kind     rollout.GateKind   `json:"kind"`
+		Verdicts []analysis.Verdict `json:"verdicts"`
+	}
+	if len(data) == 0 || json.Unmarshal(data, &g) != nil || g.Kind != rollout.GateBusiness {
+		return nil
+	}
+	rows := make([]report.MetricRow, 0, len(g.Verdicts))
+	for _, v := range g.Verdicts {
+		c, err := rollout.ParseBusinessCondition(v.Threshold)
+		format := func(x float64) string { return fmt.Sprintf("%.4g", x) }
+		if err == nil && c.Unit == "%" && c.Compare == "" {
+			format = func(x float64) string { return fmt.Sprintf("%.2f%%", 100*x) }
+		}
+		r := report.MetricRow{Name: "business " + v.Metric, Baseline: "-", Current: "-", Status: statusOf(v.Outcome)}
+		if v.Outcome == analysis.Pass || v.Outcome == analysis.Fail {
+			r.Current = format(v.Canary)
+			if err == nil && c.Compare != "" {
+				r.Baseline = format(v.Baseline)
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }
 
 // metricRows renders verdicts as the dashboard's health table; without
