@@ -78,11 +78,82 @@ func MannWhitneyHist(x, y *hdrhistogram.Histogram, alt Alternative, confidence f
 	if err := checkConfidence(confidence); err != nil {
 		return MWUResult{}, err
 	}
-	sx, sy, err := histSamples(x, y)
+	cx, cy, err := countsPair(x, y)
 	if err != nil {
 		return MWUResult{}, err
 	}
-	return mannWhitney(sx, sy, alt, confidence, false)
+	return mannWhitneyCounts(cx, cy, alt, confidence)
+}
+
+// MannWhitneyCounts is MannWhitneyHist on histograms already exported with
+// NewCounts, so that several tests of one batch share one copy of the counts.
+func MannWhitneyCounts(x, y *Counts, alt Alternative, confidence float64) (MWUResult, error) {
+	if err := checkConfidence(confidence); err != nil {
+		return MWUResult{}, err
+	}
+	if err := checkCountsPair(x, y); err != nil {
+		return MWUResult{}, err
+	}
+	return mannWhitneyCounts(x, y, alt, confidence)
+}
+
+func mannWhitneyCounts(x, y *Counts, alt Alternative, confidence float64) (MWUResult, error) {
+	buf := samplePool.Get().(*pairBuf)
+	defer samplePool.Put(buf)
+	r := rankPair(x, y, buf)
+	return mannWhitneyRanked(r.x, r.y, r.u2, r.ties, r.distinct, r.xTies+r.yTies, alt, confidence, false)
+}
+
+// MannWhitneyTest is the Mann–Whitney U test alone on two exported
+// histograms: U, z, p and the effect sizes, exactly as MannWhitneyCounts
+// computes them, without the Hodges–Lehmann search (HodgesLehmann, CI and
+// Confidence are left zero). It is one walk over the non-empty buckets and
+// allocates nothing; a verdict that needs only the test (Monitor.Evaluate)
+// uses it.
+func MannWhitneyTest(x, y *Counts, alt Alternative) (MWUResult, error) {
+	if err := checkCountsPair(x, y); err != nil {
+		return MWUResult{}, err
+	}
+	u2, ties, distinct := countsRankStats(x, y)
+	return mwuTest(x.n, y.n, u2, ties, distinct, alt), nil
+}
+
+func checkCountsPair(x, y *Counts) error {
+	if x == nil || y == nil {
+		return fmt.Errorf("%w: histogram counts are nil", ErrInput)
+	}
+	if err := sameCountsGeometry(x, y); err != nil {
+		return err
+	}
+	return checkNonEmpty(x, y)
+}
+
+// countsRankStats is rankStats over two exported histograms, straight from
+// their counts: index order is value order and equal indices are ties.
+func countsRankStats(x, y *Counts) (u2 int64, ties float64, distinct int) {
+	lo, hi := min(x.lo, y.lo), max(x.hi, y.hi)
+	hi = min(hi, len(x.counts)-1, len(y.counts)-1) // equal geometry: equal lengths
+	if hi < lo {
+		return 0, 0, 0
+	}
+	xs := x.counts[lo : hi+1]
+	ys := y.counts[lo : hi+1]
+	ys = ys[:len(xs)]
+	var below int64
+	for i, a := range xs {
+		b := ys[i]
+		if a|b == 0 {
+			continue
+		}
+		u2 += a * (2*below + b)
+		below += b
+		if t := a + b; t > 1 {
+			f := float64(t)
+			ties += f*f*f - f
+		}
+		distinct++
+	}
+	return u2, ties, distinct
 }
 
 func rawSamples(x, y []float64) (sample, sample, error) {
@@ -137,8 +208,12 @@ func rankStats(x, y sample) (u2 int64, ties float64, distinct int) {
 }
 
 func mannWhitney(x, y sample, alt Alternative, confidence float64, exact bool) (MWUResult, error) {
-	m, n := x.n, y.n
 	u2, ties, distinct := rankStats(x, y)
+	return mannWhitneyRanked(x, y, u2, ties, distinct, x.selfTies()+y.selfTies(), alt, confidence, exact)
+}
+
+// mwuTest is the asymptotic test and effect sizes from the rank statistics.
+func mwuTest(m, n, u2 int64, ties float64, distinct int, alt Alternative) MWUResult {
 	mn := float64(m) * float64(n)
 	ux := float64(u2) / 2
 	r := MWUResult{
@@ -148,13 +223,23 @@ func mannWhitney(x, y sample, alt Alternative, confidence float64, exact bool) (
 		Method:       "asymptotic",
 		CLES:         ux / mn,
 		RankBiserial: (ux - (mn - ux)) / mn,
-		Confidence:   confidence,
 	}
 	allTied := distinct == 1
 	r.Z, r.PValue = mwuNormal(ux, m, n, ties, alt, allTied)
 	if allTied {
 		r.Note = "every observation has the same value: no evidence either way"
 	}
+	return r
+}
+
+// mannWhitneyRanked finishes the test from rank statistics already walked;
+// selfTies is x.selfTies() + y.selfTies().
+func mannWhitneyRanked(x, y sample, u2 int64, ties float64, distinct int, selfTies float64, alt Alternative, confidence float64, exact bool) (MWUResult, error) {
+	m, n := x.n, y.n
+	r := mwuTest(m, n, u2, ties, distinct, alt)
+	r.Confidence = confidence
+	mn := float64(m) * float64(n)
+	ux := r.U
 	if exact {
 		if int64(distinct) != m+n {
 			return MWUResult{}, fmt.Errorf("%w: exact Mann–Whitney needs samples without ties; use the asymptotic test", ErrInput)
@@ -165,7 +250,7 @@ func mannWhitney(x, y sample, alt Alternative, confidence float64, exact bool) (
 		r.Method = "exact"
 		r.PValue = mwuExactP(int64(ux), m, n, alt)
 	}
-	hl, err := hodgesLehmann(x, y, confidence, int64(distinct) == m+n)
+	hl, err := hodgesLehmannTies(x, y, confidence, int64(distinct) == m+n, selfTies)
 	if err != nil {
 		return MWUResult{}, err
 	}

@@ -85,12 +85,19 @@ type Monitor struct {
 	// Latency counts in HdrHistogram index order: whole rollout and window.
 	cumX, cumY latencyCounts
 	winX, winY latencyCounts
+	// mwu is the window's Mann–Whitney test during one Evaluate.
+	mwu *mwuOnce
 	// srm tests the routed share against the requests each side received.
 	srm         *RatioEProcess
 	routedShare float64 // request-weighted mean of the stated shares
 }
 
 type sideCounts struct{ nx, kx, ny, ky int64 }
+
+type mwuOnce struct {
+	r   MWUResult
+	err error
+}
 
 type monitorMetric struct {
 	spec     MetricSpec
@@ -259,7 +266,7 @@ func (m *Monitor) Observe(b Batch) ([]Verdict, error) {
 			_ = mm.worse.Update(d.nx, d.kx, d.ny, d.ky, rho)
 			_ = mm.within.Update(d.nx, d.kx, d.ny, d.ky, rho)
 		} else if cx != nil || cy != nil {
-			_ = mm.slow.update(g, cx, cy, rho)
+			_ = mm.slow.updateCounts(g, cx, cy, rho)
 		}
 	}
 	out := make([]Verdict, len(m.metrics))
@@ -278,7 +285,7 @@ func (c *sideCounts) add(d sideCounts) {
 
 // validate checks a batch and returns the share to test with (0: skip the
 // e-processes this batch) and the histograms' counts.
-func (m *Monitor) validate(b Batch) (rho float64, g hdrGeometry, cx, cy []int64, err error) {
+func (m *Monitor) validate(b Batch) (rho float64, g hdrGeometry, cx, cy *Counts, err error) {
 	switch {
 	case b.CanaryRequests < 0 || b.CanaryErrors < 0 || b.BaselineRequests < 0 || b.BaselineErrors < 0:
 		return 0, g, nil, nil, fmt.Errorf("%w: batch counts must not be negative (canary %d/%d, baseline %d/%d)",
@@ -319,37 +326,122 @@ func (m *Monitor) validate(b Batch) (rho float64, g hdrGeometry, cx, cy []int64,
 	if m.haveGeom && g != m.geom {
 		return 0, g, nil, nil, fmt.Errorf("%w: batch latency histograms changed range or precision since the first batch", ErrInput)
 	}
+	// Each histogram is exported once per batch; the window, the totals and
+	// every metric's test read that one copy, over its non-empty range.
 	if b.CanaryLatency != nil && b.CanaryLatency.TotalCount() > 0 {
-		cx = b.CanaryLatency.Export().Counts
+		if cx, err = NewCounts(b.CanaryLatency); err != nil {
+			return 0, g, nil, nil, fmt.Errorf("batch canary latency: %w", err)
+		}
 	}
 	if b.BaselineLatency != nil && b.BaselineLatency.TotalCount() > 0 {
-		cy = b.BaselineLatency.Export().Counts
+		if cy, err = NewCounts(b.BaselineLatency); err != nil {
+			return 0, g, nil, nil, fmt.Errorf("batch baseline latency: %w", err)
+		}
 	}
 	return rho, g, cx, cy, nil
 }
 
 // latencyCounts accumulates exported HdrHistogram counts: adding arrays is
-// far cheaper than Histogram.Merge, and the tests read counts anyway.
+// far cheaper than Histogram.Merge, and the tests read counts anyway. lo and
+// hi bound the non-empty slots, so that walks skip the empty ends, and
+// blocks[b] totals slots 64b..64b+63, so that rank queries skip whole blocks.
 type latencyCounts struct {
 	counts []int64
+	blocks []int64
 	n      int64
+	lo, hi int // hi < lo while empty
 }
 
+// add adds a dense counts array (restored state).
 func (c *latencyCounts) add(counts []int64) {
-	if c.counts == nil {
-		c.counts = make([]int64, len(counts))
-	}
+	lo, hi := -1, -1
 	for i, v := range counts {
 		if v != 0 {
-			c.counts[i] += v
-			c.n += v
+			if lo < 0 {
+				lo = i
+			}
+			hi = i
 		}
+	}
+	if lo >= 0 {
+		c.addRange(counts, lo, hi)
+	}
+}
+
+// addCounts adds one batch's exported histogram.
+func (c *latencyCounts) addCounts(x *Counts) {
+	if x != nil && x.n > 0 {
+		c.addRange(x.counts, x.lo, x.hi)
+	}
+}
+
+// addRange adds counts[lo..hi], whose ends are non-zero.
+func (c *latencyCounts) addRange(counts []int64, lo, hi int) {
+	if c.counts == nil {
+		c.counts = make([]int64, len(counts))
+		c.blocks = make([]int64, len(counts)>>blockShift+1)
+		c.lo, c.hi = 0, -1
+	}
+	hi = min(hi, len(c.counts)-1)
+	if hi < lo {
+		return
+	}
+	if c.hi < c.lo {
+		c.lo, c.hi = lo, hi
+	} else {
+		c.lo, c.hi = min(c.lo, lo), max(c.hi, hi)
+	}
+	dst := c.counts
+	for b := lo >> blockShift; b <= hi>>blockShift; b++ {
+		start, end := max(b<<blockShift, lo), min((b+1)<<blockShift, hi+1)
+		var s int64
+		for i, v := range counts[start:end] {
+			dst[start+i] += v
+			s += v
+		}
+		c.blocks[b] += s
+		c.n += s
 	}
 }
 
 func (c *latencyCounts) reset() {
-	clear(c.counts)
-	c.n = 0
+	if c.hi >= c.lo {
+		clear(c.counts[c.lo : c.hi+1])
+		clear(c.blocks[c.lo>>blockShift : c.hi>>blockShift+1])
+	}
+	c.n, c.lo, c.hi = 0, 0, -1
+}
+
+// view is the accumulated counts as a Counts, without copying.
+func (c *latencyCounts) view(g hdrGeometry) *Counts {
+	v := &Counts{geom: g, counts: c.counts, lo: c.lo, hi: c.hi, n: c.n, lowest: g.lowest, highest: g.highest, sig: g.sig}
+	if c.n == 0 {
+		v.lo, v.hi = 0, -1
+	}
+	v.blockOnce.Do(func() {
+		if c.n > 0 {
+			v.blocks = c.blocks[c.lo>>blockShift : c.hi>>blockShift+1]
+		}
+	})
+	return v
+}
+
+// rank is the count index holding the k-th smallest value (1-based).
+func (c *latencyCounts) rank(k int64) int {
+	k = max(k, 1)
+	var acc int64
+	for b := c.lo >> blockShift; b <= c.hi>>blockShift; b++ {
+		if s := c.blocks[b]; acc+s < k {
+			acc += s
+			continue
+		}
+		for i := max(b<<blockShift, c.lo); i <= c.hi; i++ {
+			if acc += c.counts[i]; acc >= k {
+				return i
+			}
+		}
+	}
+	return max(c.hi, 0)
 }
 
 // histogram rebuilds a Histogram for the fixed-horizon tests.
@@ -367,14 +459,14 @@ func (c *latencyCounts) moments(g hdrGeometry) (mean, sd float64) {
 		return 0, 0
 	}
 	n := float64(c.n)
-	for i, k := range c.counts {
-		if k != 0 {
+	for i := c.lo; i <= c.hi; i++ {
+		if k := c.counts[i]; k != 0 {
 			lo, hi := g.bucket(i)
 			mean += float64(k) * float64(lo+(hi-lo+1)/2) / n
 		}
 	}
-	for i, k := range c.counts {
-		if k != 0 {
+	for i := c.lo; i <= c.hi; i++ {
+		if k := c.counts[i]; k != 0 {
 			lo, hi := g.bucket(i)
 			d := float64(lo+(hi-lo+1)/2) - mean
 			sd += d * d * float64(k) / n
@@ -389,20 +481,16 @@ func (c *latencyCounts) quantile(g hdrGeometry, q float64) float64 {
 	if c.n == 0 {
 		return 0
 	}
-	_, hi := g.bucket(rankIndex(c.counts, int64(math.Ceil(q*float64(c.n)))))
+	_, hi := g.bucket(c.rank(int64(math.Ceil(q * float64(c.n)))))
 	return float64(hi)
 }
 
-func (m *Monitor) addLatency(g hdrGeometry, cx, cy []int64) {
+func (m *Monitor) addLatency(g hdrGeometry, cx, cy *Counts) {
 	m.geom, m.haveGeom = g, true
-	if cx != nil {
-		m.cumX.add(cx)
-		m.winX.add(cx)
-	}
-	if cy != nil {
-		m.cumY.add(cy)
-		m.winY.add(cy)
-	}
+	m.cumX.addCounts(cx)
+	m.winX.addCounts(cx)
+	m.cumY.addCounts(cy)
+	m.winY.addCounts(cy)
 }
 
 // SampleRatio checks the tests' central assumption: that each request went
@@ -635,6 +723,9 @@ func (p *SlowdownEProcess) describeThresholds() string {
 // (statistics.md §4); call it once per pre-declared analysis step.
 func (m *Monitor) Evaluate() []Verdict {
 	out := make([]Verdict, len(m.metrics))
+	// Mann–Whitney compares whole distributions, so every latency metric
+	// that names it shares one test over the window.
+	m.mwu = nil
 	for i, mm := range m.metrics {
 		switch {
 		case mm.spec.Test == TestSequential:
@@ -748,16 +839,20 @@ func (m *Monitor) latencyFixed(mm *monitorMetric) Verdict {
 	v.Canary, v.Baseline = mm.latencyPoint(m.geom, &m.winX), mm.latencyPoint(m.geom, &m.winY)
 	what := strings.TrimPrefix(mm.spec.Name, "latency_")
 	testText := ""
-	hx, hy := m.winX.histogram(m.geom), m.winY.histogram(m.geom)
+	cx, cy := m.winX.view(m.geom), m.winY.view(m.geom)
 	if mm.spec.Test == TestWelch {
-		if r, err := WelchHist(hx, hy, Greater); err == nil {
+		if r, err := welchCounts(cx, cy, Greater); err == nil {
 			v.Statistic, v.PValue = ptr(r.T), ptr(r.PValue)
 			testText = fmt.Sprintf("; welch t = %.3g, p = %.3g", r.T, r.PValue)
 		} else {
 			testText = "; welch not defined here: " + err.Error()
 		}
 	} else {
-		if r, err := MannWhitneyHist(hx, hy, Greater, 1-m.alpha); err == nil {
+		if m.mwu == nil {
+			r, err := MannWhitneyTest(cx, cy, Greater)
+			m.mwu = &mwuOnce{r, err}
+		}
+		if r, err := m.mwu.r, m.mwu.err; err == nil {
 			v.Statistic, v.PValue = ptr(r.U), ptr(r.PValue)
 			testText = fmt.Sprintf("; mann-whitney-u p = %.3g, CLES %.3f", r.PValue, r.CLES)
 		} else {
@@ -795,16 +890,43 @@ func (m *Monitor) latencyFixed(mm *monitorMetric) Verdict {
 // taken outward. It reports false when a side has too few samples for a
 // finite bound.
 func quantileRatioInterval(g hdrGeometry, x, y *latencyCounts, q, confidence float64) ([2]float64, bool) {
+	return quantileRatio(x.view(g), y.view(g), q, confidence)
+}
+
+// QuantileRatioInterval is the interval Monitor.Evaluate judges a
+// latency_pNN metric by: canary q-quantile / baseline q-quantile at the
+// given confidence, from distribution-free order-statistic intervals for
+// each side at 1 − α/2, bucket edges taken outward. q and confidence must
+// be in (0, 1); too few samples for a finite bound is an ErrInput error.
+func QuantileRatioInterval(x, y *Counts, q, confidence float64) ([2]float64, error) {
+	if err := checkConfidence(confidence); err != nil {
+		return [2]float64{}, err
+	}
+	if !(q > 0 && q < 1) {
+		return [2]float64{}, fmt.Errorf("%w: quantile %v must be in (0, 1)", ErrInput, q)
+	}
+	if err := checkCountsPair(x, y); err != nil {
+		return [2]float64{}, err
+	}
+	ci, ok := quantileRatio(x, y, q, confidence)
+	if !ok {
+		return ci, fmt.Errorf("%w: too few samples (canary %d, baseline %d) to bound the %v-quantile ratio at confidence %v", ErrInput, x.n, y.n, q, confidence)
+	}
+	return ci, nil
+}
+
+func quantileRatio(x, y *Counts, q, confidence float64) ([2]float64, bool) {
 	side := 1 - (1-confidence)/2
-	lx, ux, okx := quantileInterval(g, x.counts, x.n, q, side)
-	ly, uy, oky := quantileInterval(g, y.counts, y.n, q, side)
+	lx, ux, okx := quantileInterval(x, q, side)
+	ly, uy, oky := quantileInterval(y, q, side)
 	if !okx || !oky || ly <= 0 {
 		return [2]float64{}, false
 	}
 	return [2]float64{lx / uy, ux / ly}, true
 }
 
-func quantileInterval(g hdrGeometry, counts []int64, n int64, q, confidence float64) (lo, hi float64, ok bool) {
+func quantileInterval(c *Counts, q, confidence float64) (lo, hi float64, ok bool) {
+	n := c.n
 	z := distuv.UnitNormal.Quantile(1 - (1-confidence)/2)
 	nf := float64(n)
 	sd := math.Sqrt(nf * q * (1 - q))
@@ -813,8 +935,8 @@ func quantileInterval(g hdrGeometry, counts []int64, n int64, q, confidence floa
 	if l < 1 || u > n {
 		return 0, 0, false
 	}
-	loV, _ := g.bucket(rankIndex(counts, l))
-	_, hiV := g.bucket(rankIndex(counts, u))
+	loV, _ := c.geom.bucket(c.rankIndex(l))
+	_, hiV := c.geom.bucket(c.rankIndex(u))
 	return float64(loV), float64(hiV), true
 }
 

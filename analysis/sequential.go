@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"sort"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"gonum.org/v1/gonum/mathext"
@@ -666,7 +667,15 @@ func (p *SlowdownEProcess) Update(canary, baseline *hdrhistogram.Histogram, rho 
 	if err := sameGeometry(canary, baseline); err != nil {
 		return err
 	}
-	return p.update(geometryOf(canary), canary.Export().Counts, baseline.Export().Counts, rho)
+	cx, err := NewCounts(canary)
+	if err != nil {
+		return err
+	}
+	cy, err := NewCounts(baseline)
+	if err != nil {
+		return err
+	}
+	return p.updateCounts(geometryOf(canary), cx, cy, rho)
 }
 
 // Frozen reports whether the thresholds are set and the tests running.
@@ -681,7 +690,26 @@ func (p *SlowdownEProcess) Slower() EProcess { return &p.slowerRun }
 // Within is the e-process for "canary within maxRatio × baseline".
 func (p *SlowdownEProcess) Within() EProcess { return &p.withinRun }
 
+// update takes dense counts arrays; either may be nil.
 func (p *SlowdownEProcess) update(g hdrGeometry, cx, cy []int64, rho float64) error {
+	return p.updateCounts(g, denseCounts(g, cx), denseCounts(g, cy), rho)
+}
+
+// denseCounts views an exported counts array as a Counts (nil stays nil).
+func denseCounts(g hdrGeometry, counts []int64) *Counts {
+	if counts == nil {
+		return nil
+	}
+	c := &Counts{geom: g, lowest: g.lowest, highest: g.highest, sig: g.sig}
+	_ = c.set(counts) // only tests hand arrays in; a negative count stays in the total
+	return c
+}
+
+// updateCounts is one batch on exported histograms (either may be nil or
+// empty). Bucket bounds grow with the index, so each event count is the sum
+// of a histogram's counts from one cut index up: three binary searches per
+// threshold and walks over the non-empty tail only.
+func (p *SlowdownEProcess) updateCounts(g hdrGeometry, cx, cy *Counts, rho float64) error {
 	if !(rho > 0 && rho < 1) {
 		return fmt.Errorf("%w: canary share %v must be in (0, 1)", ErrInput, rho)
 	}
@@ -693,45 +721,31 @@ func (p *SlowdownEProcess) update(g hdrGeometry, cx, cy []int64, rho float64) er
 		return fmt.Errorf("%w: latency histograms changed range or precision after the thresholds were set", ErrInput)
 	}
 	J := len(p.thresholds)
-	slowerX := make([]int64, J) // canary buckets entirely above r·L
-	withinX := make([]int64, J) // canary buckets reaching above r·L
-	eventsY := make([]int64, J) // baseline buckets above L
-	for i, c := range cx {
-		if c == 0 {
-			continue
-		}
-		lo, hi := g.bucket(i)
-		for j, L := range p.thresholds {
-			cut := p.maxRatio * float64(L)
-			if float64(lo) > cut {
-				slowerX[j] += c
-			}
-			if float64(hi) > cut {
-				withinX[j] += c
-			}
+	var lsBuf, lwBuf [8]float64
+	ls, lw := lsBuf[:0], lwBuf[:0]
+	size := 0
+	for _, c := range []*Counts{cx, cy} {
+		if c != nil {
+			size = max(size, len(c.counts))
 		}
 	}
-	for i, c := range cy {
-		if c == 0 {
-			continue
+	for j, L := range p.thresholds {
+		cut := p.maxRatio * float64(L)
+		var slowerX, withinX, eventsY int64
+		if size > 0 {
+			// Canary buckets entirely above r·L, canary buckets reaching above
+			// r·L, baseline buckets above L.
+			slowerX = cx.sumFrom(sort.Search(size, func(i int) bool { lo, _ := g.bucket(i); return float64(lo) > cut }))
+			withinX = cx.sumFrom(sort.Search(size, func(i int) bool { _, hi := g.bucket(i); return float64(hi) > cut }))
+			eventsY = cy.sumFrom(sort.Search(size, func(i int) bool { lo, _ := g.bucket(i); return lo > L }))
 		}
-		lo, _ := g.bucket(i)
-		for j, L := range p.thresholds {
-			if lo > L {
-				eventsY[j] += c
-			}
-		}
-	}
-	ls := make([]float64, J)
-	lw := make([]float64, J)
-	for j := range p.thresholds {
-		if err := p.slower[j].Update(slowerX[j], eventsY[j], rho); err != nil {
+		if err := p.slower[j].Update(slowerX, eventsY, rho); err != nil {
 			return err
 		}
-		if err := p.within[j].Update(withinX[j], eventsY[j], rho); err != nil {
+		if err := p.within[j].Update(withinX, eventsY, rho); err != nil {
 			return err
 		}
-		ls[j], lw[j] = p.slower[j].LogE(), p.within[j].LogE()
+		ls, lw = append(ls, p.slower[j].LogE()), append(lw, p.within[j].LogE())
 	}
 	lj := math.Log(float64(J))
 	p.slowerRun.set(logSumExp(ls) - lj)
@@ -739,20 +753,18 @@ func (p *SlowdownEProcess) update(g hdrGeometry, cx, cy []int64, rho float64) er
 	return nil
 }
 
-func (p *SlowdownEProcess) warmUp(g hdrGeometry, cy []int64) {
-	if len(cy) == 0 {
+func (p *SlowdownEProcess) warmUp(g hdrGeometry, cy *Counts) {
+	if cy == nil || len(cy.counts) == 0 {
 		return
 	}
-	if len(p.warm) < len(cy) || g != p.geom {
+	if len(p.warm) < len(cy.counts) || g != p.geom {
 		p.geom = g
-		p.warm = make([]int64, len(cy))
+		p.warm = make([]int64, len(cy.counts))
 		p.warmN = 0
 	}
-	for i, c := range cy {
-		if i < len(p.warm) {
-			p.warm[i] += c
-			p.warmN += c
-		}
+	for i := cy.lo; i <= cy.hi && i < len(p.warm); i++ {
+		p.warm[i] += cy.counts[i]
+		p.warmN += cy.counts[i]
 	}
 	if p.warmN < p.warmup {
 		return

@@ -91,22 +91,26 @@ func BenchmarkMonitorObserve(b *testing.B) {
 	m, _ := NewMonitor(threeMetrics(), 0.95, MonitorOptions{})
 	batch := Batch{CanaryRequests: 1_000_000, CanaryErrors: 5000, BaselineRequests: 1_000_000, BaselineErrors: 5000,
 		CanaryLatency: hx, BaselineLatency: hy, CanaryShare: 0.5}
+	cpu := startCPU(b)
 	for b.Loop() {
 		if _, err := m.Observe(batch); err != nil {
 			b.Fatal(err)
 		}
 	}
+	cpu.report()
 }
 
 // BenchmarkMannWhitneyHistBaseline is one fixed-horizon MWU (with HL and
 // its CI) on the same two 1M-sample histograms.
 func BenchmarkMannWhitneyHistBaseline(b *testing.B) {
 	hx, hy := millionSamples(1, 1_000_000, 0), millionSamples(2, 1_000_000, 0)
+	cpu := startCPU(b)
 	for b.Loop() {
 		if _, err := MannWhitneyHist(hx, hy, Greater, 0.95); err != nil {
 			b.Fatal(err)
 		}
 	}
+	cpu.report()
 }
 
 // BenchmarkJudge: ten metrics of 60 per-minute points each, as Kayenta sees
@@ -126,4 +130,28 @@ func BenchmarkJudge(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkMonitorEvaluate is the fixed-horizon verdict of an explicit
+// analysis step on a window of 1M requests per side: error_rate by
+// two-proportion-z with its Newcombe interval, latency_p50 and latency_p99
+// by Mann–Whitney with their quantile-ratio intervals. The window's counts
+// are already accumulated (Observe exported the histograms), so this is the
+// cost on top of BenchmarkMonitorObserve.
+func BenchmarkMonitorEvaluate(b *testing.B) {
+	hx, hy := millionSamples(1, 1_000_000, 0), millionSamples(2, 1_000_000, 0)
+	m, _ := NewMonitor([]MetricSpec{
+		{Name: "error_rate", Test: TestTwoProportionZ, MaxIncrease: 0.02},
+		{Name: "latency_p50", Test: TestMannWhitneyU, MaxRatio: 1.2},
+		{Name: "latency_p99", Test: TestMannWhitneyU, MaxRatio: 1.5},
+	}, 0.95, MonitorOptions{})
+	if _, err := m.Observe(Batch{CanaryRequests: 1_000_000, CanaryErrors: 5000, BaselineRequests: 1_000_000, BaselineErrors: 5000,
+		CanaryLatency: hx, BaselineLatency: hy, CanaryShare: 0.5}); err != nil {
+		b.Fatal(err)
+	}
+	cpu := startCPU(b)
+	for b.Loop() {
+		sink = m.Evaluate()
+	}
+	cpu.report()
 }

@@ -74,6 +74,17 @@ func WelchHist(x, y *hdrhistogram.Histogram, alt Alternative) (WelchResult, erro
 	return welch(sx, sy, alt)
 }
 
+// welchCounts is WelchHist on exported histograms.
+func welchCounts(x, y *Counts, alt Alternative) (WelchResult, error) {
+	if err := checkCountsPair(x, y); err != nil {
+		return WelchResult{}, err
+	}
+	buf := samplePool.Get().(*pairBuf)
+	defer samplePool.Put(buf)
+	r := rankPair(x, y, buf)
+	return welch(r.x, r.y, alt)
+}
+
 // moments is the mean and the ddof=1 variance, in two passes as numpy.
 func (s sample) moments() (mean, variance float64) {
 	var sum float64
