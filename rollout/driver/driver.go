@@ -691,7 +691,7 @@ func (d *Driver) smokeGate(ctx context.Context, g rollout.Gate) rollout.GateResu
 		for _, t := range res.Failed() {
 			failed = append(failed, fmt.Sprintf("%s (%s)", t.Name, t.Reason))
 		}
-		out.Message = fmt.Sprintf("smoke tests failed against %s: %s", target, strings.Join(failed, "; "))
+		out.Message = fmt.Sprintf("%s (against %s)", strings.Join(failed, "; "), target)
 	}
 	return out
 }
