@@ -405,7 +405,7 @@ func (c *latencyCounts) addRange(counts []int64, lo, hi int) {
 }
 
 func (c *latencyCounts) reset() {
-	if c.hi >= c.lo {
+	if c.counts != nil && c.hi >= c.lo { // a new Monitor has no counts yet
 		clear(c.counts[c.lo : c.hi+1])
 		clear(c.blocks[c.lo>>blockShift : c.hi>>blockShift+1])
 	}
