@@ -133,8 +133,32 @@ func BenchmarkChoose(b *testing.B) {
 	r := &route{versions: []string{"stable", "canary"}, stickyHdr: "X-User",
 		cohorts: []cohortRule{{kind: cohortHeader, name: "X-Beta", nameB: []byte("X-Beta"), value: []byte("1"), version: 1}}}
 	r.split.Store(newSplit(r.versions, rollout.Weights{"stable": 90, "canary": 10}))
+	r.dyn.Store(&dynamic{})
 	var req fasthttp.Request
 	req.Header.Set("X-User", "user-42")
+	b.ReportAllocs()
+	for b.Loop() {
+		r.chooseFast(&req)
+	}
+}
+
+// BenchmarkChooseWithMatchRoutes adds what an A/B rollout sets: a header
+// route and a regex route that both miss, the costly case (every rule is
+// looked up, headers in any case). Compare with BenchmarkChoose.
+func BenchmarkChooseWithMatchRoutes(b *testing.B) {
+	r := &route{versions: []string{"stable", "canary"}, stickyHdr: "X-User"}
+	r.split.Store(newSplit(r.versions, rollout.Weights{"stable": 90, "canary": 10}))
+	compiled, err := compileRoutes([]rollout.Route{
+		{Name: "ab", Version: "canary", Match: []rollout.MatchRule{{Source: "header", Name: "X-Variant", Op: "exact", Value: "b"}}},
+		{Name: "beta", Version: "canary", Match: []rollout.MatchRule{{Source: "cookie", Name: "plan", Op: "regex", Value: "beta-[0-9]+"}}},
+	}, r.versions)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.dyn.Store(&dynamic{routes: compiled})
+	var req fasthttp.Request
+	req.Header.Set("X-User", "user-42")
+	req.Header.Set("Cookie", "plan=gold")
 	b.ReportAllocs()
 	for b.Loop() {
 		r.chooseFast(&req)

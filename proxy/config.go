@@ -59,6 +59,11 @@ type Route struct {
 	// rollout's name.
 	Name  string `yaml:"name" json:"name"`
 	Match Match  `yaml:"match" json:"match"`
+	// Listeners binds the route to the listeners with these addresses
+	// (as written in Config.Listeners); empty means every listener. Two
+	// rollouts served on different addresses then never capture each
+	// other's requests, whatever their matches.
+	Listeners []string `yaml:"listeners" json:"listeners"`
 	// Versions in a fixed order. The first is the baseline (stable); sticky
 	// users are placed by cumulative ranges that start with the last-listed
 	// versions and leave the baseline the remainder, so growing a canary's
@@ -255,8 +260,14 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if len(c.Routes) == 0 {
+	// A proxy with no listener may have no route: a process that only
+	// drives an xDS fleet still hosts the admin API's data plane.
+	if len(c.Routes) == 0 && len(c.Listeners) > 0 {
 		bad("routes", "at least one route is required")
+	}
+	addrs := map[string]bool{}
+	for _, l := range c.Listeners {
+		addrs[l.Addr] = true
 	}
 	names := map[string]bool{}
 	for i, r := range c.Routes {
@@ -267,6 +278,11 @@ func (c *Config) Validate() error {
 			bad(f+".name", "duplicate route %q", r.Name)
 		}
 		names[r.Name] = true
+		for j, l := range r.Listeners {
+			if !addrs[l] {
+				bad(fmt.Sprintf("%s.listeners[%d]", f, j), "%q is not the addr of a listener", l)
+			}
+		}
 		if p := r.Match.PathPrefix; p != "" && !strings.HasPrefix(p, "/") {
 			bad(f+".match.pathPrefix", "%q must start with /", p)
 		}

@@ -71,7 +71,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		edit  func(*Config)
 		wants []string
 	}{
-		{"no routes", func(c *Config) { c.Routes = nil }, []string{"routes: at least one"}},
+		{"no routes on a listener", func(c *Config) { c.Routes = nil; c.Listeners = []Listener{{Addr: "127.0.0.1:8080"}} }, []string{"routes: at least one"}},
 		{"bad listener", func(c *Config) { c.Listeners = []Listener{{Addr: "nope", TLS: &TLS{}}} },
 			[]string{"listeners[0].addr", "listeners[0].tls.certFile", "listeners[0].tls.keyFile"}},
 		{"duplicate names", func(c *Config) {

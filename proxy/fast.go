@@ -103,7 +103,11 @@ var (
 func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	st := p.state.Load()
-	r := st.match(ctx.Host(), ctx.Path())
+	lis := -1
+	if st.bound {
+		lis = listenerOf(ctx.Conn())
+	}
+	r := st.match(lis, ctx.Host(), ctx.Path())
 	if r == nil {
 		ctx.Error("no route\n", fasthttp.StatusNotFound)
 		p.alog.fast(ctx, start, "", "", fasthttp.StatusNotFound, record.None)
@@ -123,8 +127,8 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	stripHopFast(&req.Header)
 	req.Header.DelBytes(hdrExpect)
 	setForwardedFast(ctx)
-	if r.mirror.take() {
-		p.mirrorFast(r, req)
+	if m := r.dyn.Load().mirror; m.take() {
+		p.mirrorFast(r, m, req)
 	}
 	if ep.spec.scheme == "h2c" {
 		p.forwardH2C(ctx, r, v, ep, start)
@@ -204,22 +208,19 @@ func classify(err error) (record.ErrorKind, int) {
 	}
 }
 
-// chooseFast picks the version: cohort rules, then the sticky key, then
-// the weights.
+// chooseFast picks the version: the config's cohort rules, then the match
+// routes a rollout set, then the sticky key, then the weights.
 func (r *route) chooseFast(req *fasthttp.Request) int {
 	for i := range r.cohorts {
 		c := &r.cohorts[i]
-		var val []byte
-		switch c.kind {
-		case cohortHeader:
-			val = req.Header.PeekBytes(c.nameB)
-		case cohortCookie:
-			val = req.Header.Cookie(c.name)
-		case cohortQuery:
-			val = req.URI().QueryArgs().PeekBytes(c.nameB)
-		}
-		if c.matches(val, val != nil) {
+		if c.matches(valueFast(req, c.kind, c.name, c.nameB)) {
 			return c.version
+		}
+	}
+	d := r.dyn.Load()
+	for i := range d.routes {
+		if d.routes[i].matchFast(req) {
+			return d.routes[i].version
 		}
 	}
 	s := r.split.Load()
@@ -278,13 +279,13 @@ func setForwardedFast(ctx *fasthttp.RequestCtx) {
 // copy is dropped rather than queued, so mirroring can never slow users.
 var mirrorSlots = make(chan struct{}, 256)
 
-func (p *Proxy) mirrorFast(r *route, req *fasthttp.Request) {
+func (p *Proxy) mirrorFast(r *route, m *mirrorPolicy, req *fasthttp.Request) {
 	select {
 	case mirrorSlots <- struct{}{}:
 	default:
 		return
 	}
-	ep := r.pools[r.mirror.version].pick()
+	ep := r.pools[m.version].pick()
 	if ep == nil {
 		<-mirrorSlots
 		r.rec.RecordMirror(0, 0, record.Other)

@@ -28,6 +28,9 @@ type h2Server struct {
 
 type ctxKey struct{}
 
+// lisKey carries the index of the listener a connection came in on.
+type lisKey struct{}
+
 // h2Req carries the routing decision from ServeHTTP to the ReverseProxy
 // hooks.
 type h2Req struct {
@@ -57,6 +60,9 @@ func newH2Server(p *Proxy, t Timeouts) *h2Server {
 		IdleTimeout:       time.Duration(t.Idle),
 		ReadHeaderTimeout: sortTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, lisKey{}, listenerOf(c))
+		},
 	}
 	dial := (&net.Dialer{Timeout: time.Duration(t.Connect)}).DialContext
 	if p.opts.Dial != nil {
@@ -148,7 +154,13 @@ func (h *h2Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	p := h.p
 	start := time.Now()
 	st := p.state.Load()
-	r := st.match([]byte(req.Host), []byte(req.URL.Path))
+	lis := -1
+	if st.bound {
+		if v, ok := req.Context().Value(lisKey{}).(int); ok {
+			lis = v
+		}
+	}
+	r := st.match(lis, []byte(req.Host), []byte(req.URL.Path))
 	if r == nil {
 		http.Error(w, "no route", http.StatusNotFound)
 		p.alog.std(req, start, "", "", http.StatusNotFound, record.None)
@@ -172,8 +184,8 @@ func (h *h2Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			Status: http.StatusServiceUnavailable, Kind: record.Other, Err: errNoEndpoint})
 		return
 	}
-	if r.mirror != nil && (req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0) && r.mirror.take() {
-		p.mirrorStd(r, req)
+	if m := r.dyn.Load().mirror; m != nil && (req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0) && m.take() {
+		p.mirrorStd(r, m, req)
 	}
 	hr.client = req.Context()
 	ctx, cancel := context.WithTimeout(context.WithValue(req.Context(), ctxKey{}, hr), r.timeout)
@@ -238,28 +250,17 @@ func grpcServerFault(s string) bool {
 
 // chooseStd is chooseFast for net/http requests.
 func (r *route) chooseStd(req *http.Request) int {
+	vals := stdValues{req: req}
 	for i := range r.cohorts {
 		c := &r.cohorts[i]
-		var val string
-		var ok bool
-		switch c.kind {
-		case cohortHeader:
-			vs := req.Header.Values(c.name)
-			if ok = len(vs) > 0; ok {
-				val = vs[0]
-			}
-		case cohortCookie:
-			if ck, err := req.Cookie(c.name); err == nil {
-				val, ok = ck.Value, true
-			}
-		case cohortQuery:
-			q := req.URL.Query()
-			if vs, has := q[c.name]; has {
-				val, ok = vs[0], true
-			}
-		}
-		if c.matches([]byte(val), ok) {
+		if c.matches(vals.get(c.kind, c.name)) {
 			return c.version
+		}
+	}
+	d := r.dyn.Load()
+	for i := range d.routes {
+		if d.routes[i].matchStd(&vals) {
+			return d.routes[i].version
 		}
 	}
 	s := r.split.Load()
@@ -308,13 +309,13 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // mirrorStd mirrors a bodiless HTTP/2 request. Requests with a body are not
 // mirrored on this path: copying a stream would hold the user's request.
-func (p *Proxy) mirrorStd(r *route, req *http.Request) {
+func (p *Proxy) mirrorStd(r *route, m *mirrorPolicy, req *http.Request) {
 	select {
 	case mirrorSlots <- struct{}{}:
 	default:
 		return
 	}
-	ep := r.pools[r.mirror.version].pick()
+	ep := r.pools[m.version].pick()
 	if ep == nil {
 		<-mirrorSlots
 		r.rec.RecordMirror(0, 0, record.Other)

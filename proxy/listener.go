@@ -20,7 +20,7 @@ const sortTimeout = 10 * time.Second
 // acceptLoop accepts connections and sorts each, in its own goroutine, to
 // the HTTP/1.1 server or the HTTP/2 server. Sorting costs a goroutine per
 // connection, not per request.
-func (p *Proxy) acceptLoop(ln net.Listener, tc *tls.Config) error {
+func (p *Proxy) acceptLoop(ln net.Listener, tc *tls.Config, lis int) error {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -37,13 +37,13 @@ func (p *Proxy) acceptLoop(ln net.Listener, tc *tls.Config) error {
 			return err
 		}
 		delay = 0
-		go p.sortConn(c, tc)
+		go p.sortConn(c, tc, lis)
 	}
 }
 
-func (p *Proxy) sortConn(c net.Conn, tc *tls.Config) {
+func (p *Proxy) sortConn(c net.Conn, tc *tls.Config, lis int) {
 	if tc != nil {
-		tlsConn := tls.Server(c, tc)
+		tlsConn := tls.Server(&peekedConn{Conn: c, lis: lis}, tc)
 		tlsConn.SetDeadline(time.Now().Add(sortTimeout))
 		if err := tlsConn.Handshake(); err != nil {
 			c.Close()
@@ -77,7 +77,7 @@ func (p *Proxy) sortConn(c net.Conn, tc *tls.Config) {
 		}
 	}
 	c.SetReadDeadline(time.Time{})
-	pc := &peekedConn{Conn: c, buf: buf[:n]}
+	pc := &peekedConn{Conn: c, buf: buf[:n], lis: lis}
 	if n == len(buf) && bytes.Equal(buf[:n], h2Preface) {
 		p.h2.ln.push(pc)
 	} else {
@@ -85,10 +85,23 @@ func (p *Proxy) sortConn(c net.Conn, tc *tls.Config) {
 	}
 }
 
-// peekedConn replays the bytes read while sorting.
+// peekedConn replays the bytes read while sorting, and remembers the
+// listener the connection came in on.
 type peekedConn struct {
 	net.Conn
 	buf []byte
+	lis int
+}
+
+// listenerOf returns the index of the listener c was accepted on, or -1.
+func listenerOf(c net.Conn) int {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if pc, ok := c.(*peekedConn); ok {
+		return pc.lis
+	}
+	return -1
 }
 
 func (c *peekedConn) Read(b []byte) (int, error) {

@@ -108,6 +108,9 @@ type state struct {
 	cfg    Config
 	routes []*route
 	byName map[string]*route
+	// bound is set when some route is bound to listeners: only then does
+	// a request's listener matter.
+	bound bool
 }
 
 // route is a compiled Route. Everything but the split pointer is immutable.
@@ -122,11 +125,14 @@ type route struct {
 	stickyCook string
 	split      atomic.Pointer[split]
 	cfgWeights rollout.Weights
-	mirror     *mirrorPolicy
-	timeout    time.Duration
-	stream     bool
-	rec        *record.Recorder
-	obs        Observer
+	// dyn holds the match routes and mirror a rollout sets; swapped
+	// whole like split.
+	dyn       atomic.Pointer[dynamic]
+	listeners []int // indexes into Config.Listeners; empty = all
+	timeout   time.Duration
+	stream    bool
+	rec       *record.Recorder
+	obs       Observer
 }
 
 // New builds a proxy for cfg. It validates cfg, opens no socket and starts
@@ -180,7 +186,9 @@ func (p *Proxy) compile(cfg Config, prev *state) (*state, error) {
 			stream:     rc.StreamResponseBody,
 			obs:        p.opts.Observers[rc.Name],
 			cfgWeights: rc.Weights,
+			listeners:  listenerIndexes(cfg, rc.Listeners),
 		}
+		st.bound = st.bound || len(r.listeners) > 0
 		if r.prefix == "" {
 			r.prefix = "/"
 		}
@@ -220,8 +228,9 @@ func (p *Proxy) compile(cfg Config, prev *state) (*state, error) {
 			cr.nameB = []byte(cr.name)
 			r.cohorts = append(r.cohorts, cr)
 		}
+		var cfgMirror *mirrorPolicy
 		if m := rc.Mirror; m != nil && m.Percent > 0 {
-			r.mirror = &mirrorPolicy{version: idx[m.Version], percent: uint64(m.Percent)}
+			cfgMirror = &mirrorPolicy{version: idx[m.Version], percent: uint64(m.Percent)}
 		}
 		w := rc.Weights
 		if len(w) == 0 {
@@ -242,6 +251,7 @@ func (p *Proxy) compile(cfg Config, prev *state) (*state, error) {
 			r.rec = record.New(r.versions)
 		}
 		r.split.Store(newSplit(r.versions, w))
+		p.carryDynamic(r, old, cfgMirror)
 		st.routes = append(st.routes, r)
 		st.byName[r.name] = r
 	}
@@ -442,7 +452,7 @@ func (p *Proxy) ListenAndServe() error {
 			return fmt.Errorf("listeners[%d].addr: %w", i, err)
 		}
 		lns = append(lns, ln)
-		go func() { errc <- p.Serve(ln, tc) }()
+		go func() { errc <- p.serve(ln, tc, i) }()
 	}
 	return <-errc
 }
@@ -455,8 +465,14 @@ func closeAll(lns []net.Listener) {
 
 // Serve accepts connections on ln until Shutdown. With tc set it terminates
 // TLS, offering h2 and http/1.1 (tc.NextProtos is overwritten in a copy).
-// It returns http.ErrServerClosed after Shutdown.
+// It returns http.ErrServerClosed after Shutdown. Routes bound to
+// listeners (Route.Listeners) see ln as the configured listener with ln's
+// address, or else the only one with its port.
 func (p *Proxy) Serve(ln net.Listener, tc *tls.Config) error {
+	return p.serve(ln, tc, listenerFor(p.state.Load().cfg, ln.Addr().String()))
+}
+
+func (p *Proxy) serve(ln net.Listener, tc *tls.Config, lis int) error {
 	if p.closing.Load() {
 		return http.ErrServerClosed
 	}
@@ -479,7 +495,7 @@ func (p *Proxy) Serve(ln net.Listener, tc *tls.Config) error {
 			tc.MinVersion = tls.VersionTLS12
 		}
 	}
-	return p.acceptLoop(ln, tc)
+	return p.acceptLoop(ln, tc, lis)
 }
 
 // Shutdown stops accepting, lets requests in flight finish, then closes idle
@@ -531,13 +547,18 @@ func (p *Proxy) trackHijacked(c net.Conn, add bool) bool {
 	return true
 }
 
-// match finds the route for host (port stripped, any case) and path.
-func (st *state) match(host, path []byte) *route {
+// match finds the route for a request that arrived on listener lis (an
+// index into Config.Listeners, -1 when unknown), host (port stripped, any
+// case) and path.
+func (st *state) match(lis int, host, path []byte) *route {
 	if i := lastColon(host); i >= 0 {
 		host = host[:i]
 	}
 	for _, r := range st.routes {
 		if r.host != "" && !equalFoldASCII(host, r.host) {
+			continue
+		}
+		if len(r.listeners) > 0 && !slices.Contains(r.listeners, lis) {
 			continue
 		}
 		if len(path) >= len(r.prefix) && string(path[:len(r.prefix)]) == r.prefix {

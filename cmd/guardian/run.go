@@ -12,12 +12,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployment-guardian/guardian/rollout"
+	"github.com/deployment-guardian/guardian/xds"
 )
 
 func init() { register(func(root *cobra.Command) { root.AddCommand(newRunCmd()) }) }
 
 type runOpts struct {
 	admin, token, stateDir, xdsListen string
+	xdsCert, xdsKey, xdsClientCA      string
 	drain                             time.Duration
 	exitOnDone                        bool
 }
@@ -46,9 +48,13 @@ changes. SIGINT/SIGTERM drain requests in flight and stop.
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.admin, "admin", "127.0.0.1:9090", "admin API address; empty disables it")
-	f.StringVar(&o.token, "token", os.Getenv("GUARDIAN_TOKEN"), "bearer token for the admin API (default $GUARDIAN_TOKEN)")
+	// Read at use, not as the flag's default, so --help never prints it.
+	f.StringVar(&o.token, "token", "", "bearer token for the admin API (default $GUARDIAN_TOKEN)")
 	f.StringVar(&o.stateDir, "state-dir", ".guardian", "directory for the rollout state file")
 	f.StringVar(&o.xdsListen, "xds-listen", "", "serve the xDS control plane on this address")
+	f.StringVar(&o.xdsCert, "xds-tls-cert", "", "PEM certificate for the xDS server (enables TLS)")
+	f.StringVar(&o.xdsKey, "xds-tls-key", "", "PEM private key for --xds-tls-cert")
+	f.StringVar(&o.xdsClientCA, "xds-client-ca", "", "PEM CA bundle: require xDS clients to present a certificate it signed (mTLS)")
 	f.DurationVar(&o.drain, "drain", 30*time.Second, "how long shutdown waits for requests in flight")
 	f.BoolVar(&o.exitOnDone, "exit-on-done", false, "exit when every rollout has ended (0 promoted, 3 rolled back/aborted)")
 	return cmd
@@ -58,17 +64,34 @@ func runRollouts(ctx context.Context, files []string, o runOpts) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	if o.token == "" {
+		o.token = os.Getenv("GUARDIAN_TOKEN")
+	}
 	specs, err := rollout.LoadFiles(files...)
 	if err != nil {
 		return usageErr("%v", err)
+	}
+	var xdsTLS *xds.TLSConfig
+	switch {
+	case (o.xdsCert == "") != (o.xdsKey == ""):
+		return usageErr("--xds-tls-cert and --xds-tls-key go together")
+	case o.xdsClientCA != "" && o.xdsCert == "":
+		return usageErr("--xds-client-ca needs --xds-tls-cert and --xds-tls-key")
+	case o.xdsCert != "":
+		xdsTLS = &xds.TLSConfig{CertFile: o.xdsCert, KeyFile: o.xdsKey, ClientCAFile: o.xdsClientCA}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
 
-	rt, err := startRuntime(runtimeOpts{specs: specs, stateDir: o.stateDir, admin: o.admin, token: o.token, log: log, xdsListen: o.xdsListen})
+	rt, err := startRuntime(runtimeOpts{specs: specs, stateDir: o.stateDir, admin: o.admin, token: o.token, log: log, xdsListen: o.xdsListen, xdsTLS: xdsTLS})
 	if err != nil {
+		// A busy port or an unreadable state file is not bad usage: exit 1.
+		var ee *exitError
+		if !errors.As(err, &ee) {
+			err = &exitError{code: 1, err: err}
+		}
 		return err
 	}
 	log.Info("guardian: running", "rollouts", len(specs), "admin", o.admin, "state", o.stateDir)

@@ -38,6 +38,7 @@ type runtimeOpts struct {
 	// adminListener, when set, is used instead of listening on admin.
 	adminListener net.Listener
 	xdsListen     string
+	xdsTLS        *xds.TLSConfig
 }
 
 // runtime is the wired process: proxy, guards, drivers, store, admin API.
@@ -59,8 +60,10 @@ type runtime struct {
 }
 
 // proxyConfigFor maps rollouts served on Guardian's own proxy to routes:
-// one route per rollout, versions stable and canary, stable at 100% until
-// the rollout's driver restores or starts it.
+// one route per rollout, bound to its listener, versions stable and
+// canary, stable at 100% until the rollout's driver restores or starts it.
+// Cohorts and A/B routes are not here: the engine sets them as it goes
+// (SetRoutes), so a rollback can take them away.
 func proxyConfigFor(specs []rollout.Spec) (proxy.Config, error) {
 	var cfg proxy.Config
 	for _, s := range specs {
@@ -79,8 +82,9 @@ func proxyConfigFor(specs []rollout.Spec) (proxy.Config, error) {
 			return cfg, fmt.Errorf("%s: spec.canary: %w", s.Name, err)
 		}
 		r := proxy.Route{
-			Name:  s.Name,
-			Match: proxy.Match{Host: s.Match.Host, PathPrefix: s.Match.PathPrefix},
+			Name:      s.Name,
+			Match:     proxy.Match{Host: s.Match.Host, PathPrefix: s.Match.PathPrefix},
+			Listeners: []string{s.Listen},
 			Versions: []proxy.Version{
 				{Name: "stable", Endpoints: stable},
 				{Name: "canary", Endpoints: canary},
@@ -89,6 +93,11 @@ func proxyConfigFor(specs []rollout.Spec) (proxy.Config, error) {
 		}
 		if ff := s.Strategy.FeatureFlag; ff != nil {
 			r.Sticky = proxy.Sticky{Header: ff.UserKey.Header, Cookie: ff.UserKey.Cookie}
+		}
+		if s.Strategy.BlueGreen != nil {
+			// Validation traffic reaches green in the request path before
+			// the switch, where it is recorded, analysed and guarded.
+			r.Cohorts = []proxy.Cohort{{Header: driver.PreviewHeader, Version: "canary"}}
 		}
 		cfg.Routes = append(cfg.Routes, r)
 	}
@@ -141,9 +150,24 @@ func startRuntime(o runtimeOpts) (*runtime, error) {
 	}
 	ok := false
 	defer func() {
-		if !ok {
-			rt.store.Close()
+		if ok {
+			return
 		}
+		// Whatever started before the failure stops again, so a refused
+		// start leaves no listener or goroutine behind.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if rt.admin != nil {
+			rt.admin.Shutdown(ctx)
+		}
+		if rt.proxy != nil {
+			rt.proxy.Shutdown(ctx)
+		}
+		if rt.xds != nil {
+			rt.xds.Stop()
+		}
+		rt.wg.Wait()
+		rt.store.Close()
 	}()
 
 	rt.reg = prometheus.NewRegistry()
@@ -180,9 +204,19 @@ func startRuntime(o runtimeOpts) (*runtime, error) {
 		ptr := &atomic.Pointer[driver.Driver]{}
 		late[name] = ptr
 		g, err := guard.New(guard.Config{Triggers: triggers, Watch: 1}, func(t guard.Trip) {
+			// A promoted rollout is over: its canary is the version now,
+			// and there is nothing left to switch back to.
+			if d := ptr.Load(); d != nil && d.State().Phase == rollout.Promoted {
+				return
+			}
 			// On the request path that fired: stop harm first, then report.
+			// Cohort and A/B routes and the mirror go too: a broken canary
+			// gets no request at all.
 			if err := rt.proxy.SetWeights(name, rollout.Weights{"stable": 100, "canary": 0}); err != nil {
 				rt.log.Error("guard: zeroing the canary failed", "rollout", name, "err", err)
+			}
+			if err := errors.Join(rt.proxy.SetRoutes(name, nil), rt.proxy.SetMirror(name, 0)); err != nil {
+				rt.log.Error("guard: clearing the canary's routes failed", "rollout", name, "err", err)
 			}
 			guardMetrics.Count(name, t)
 			data, _ := json.Marshal(map[string]any{
@@ -320,7 +354,7 @@ func (rt *runtime) startXDS(o runtimeOpts) error {
 	if o.xdsListen == "" {
 		return nil
 	}
-	srv, err := xds.NewServer(xds.Config{Listen: o.xdsListen, Logger: rt.log, Registerer: rt.reg})
+	srv, err := xds.NewServer(xds.Config{Listen: o.xdsListen, TLS: o.xdsTLS, Logger: rt.log, Registerer: rt.reg})
 	if err != nil {
 		return usageErr("--xds-listen: %v", err)
 	}
@@ -438,3 +472,10 @@ func (rt *runtime) reload(specs []rollout.Spec) error {
 	// unless the config changes them, and ours always says stable 100.
 	return rt.proxy.Reload(cfg)
 }
+
+// Interface guards: Guardian's proxy carries out every traffic action of
+// the engine (weights, cohort and A/B routes, mirroring).
+var (
+	_ driver.RouteSetter  = (*proxy.Proxy)(nil)
+	_ driver.MirrorSetter = (*proxy.Proxy)(nil)
+)
