@@ -42,8 +42,9 @@ type MonitorOptions struct {
 	// MinSamples is how many requests each side needs before a metric can
 	// Pass, on top of the evidence rule (default 100).
 	MinSamples int64 `json:"minSamples,omitempty"`
-	// WarmupSamples is how many baseline latencies set the frozen
-	// thresholds of the latency tests before they start (default 500).
+	// WarmupSamples is how many baseline latencies set the first
+	// thresholds of the latency tests before they start (default 500);
+	// later epochs of 2, 4, … 64 times as many re-measure them.
 	WarmupSamples int64 `json:"warmupSamples,omitempty"`
 }
 
@@ -701,7 +702,7 @@ func (m *Monitor) latencySequential(mm *monitorMetric) Verdict {
 	return v
 }
 
-// describeThresholds names the frozen baseline quantiles, "baseline p50 4.82 ms".
+// describeThresholds names the baseline quantiles in force, "baseline p50 4.82 ms".
 func (p *SlowdownEProcess) describeThresholds() string {
 	parts := make([]string, len(p.thresholds))
 	for i, t := range p.thresholds {
@@ -1012,13 +1013,16 @@ type ratioState struct {
 }
 
 type slowdownState struct {
-	Thresholds []int64      `json:"thresholds,omitempty"`
-	Warm       [][2]int64   `json:"warm,omitempty"`
-	WarmN      int64        `json:"warm_n"`
-	Slower     []ratioState `json:"slower"`
-	Within     []ratioState `json:"within"`
-	SlowerRun  runningState `json:"slower_run"`
-	WithinRun  runningState `json:"within_run"`
+	Thresholds []int64 `json:"thresholds,omitempty"`
+	// Warm holds the baseline counts of the current threshold epoch (the
+	// warm-up while Thresholds is empty) and Target the samples that end it.
+	Warm      [][2]int64   `json:"warm,omitempty"`
+	WarmN     int64        `json:"warm_n"`
+	Target    int64        `json:"target,omitempty"`
+	Slower    []ratioState `json:"slower"`
+	Within    []ratioState `json:"within"`
+	SlowerRun runningState `json:"slower_run"`
+	WithinRun runningState `json:"within_run"`
 }
 
 func sparse(counts []int64) [][2]int64 {
@@ -1080,7 +1084,7 @@ func (m *Monitor) State() MonitorState {
 			}
 		} else {
 			p := mm.slow
-			ss := &slowdownState{Thresholds: p.Thresholds(), Warm: sparse(p.warm), WarmN: p.warmN,
+			ss := &slowdownState{Thresholds: p.Thresholds(), Warm: sparse(p.next.counts), WarmN: p.next.n, Target: p.target,
 				SlowerRun: p.slowerRun.state(), WithinRun: p.withinRun.state()}
 			for j := range p.slower {
 				for dst, r := range map[*[]ratioState]*RatioEProcess{&ss.Slower: p.slower[j], &ss.Within: p.within[j]} {
@@ -1182,12 +1186,26 @@ func restoreMetric(mm *monitorMetric, ms metricSequentialState, g hdrGeometry, c
 	p.geom = g
 	if len(ss.Thresholds) > 0 {
 		p.thresholds = append([]int64(nil), ss.Thresholds...)
-	} else if ss.WarmN > 0 {
+	}
+	if ss.Target != 0 {
+		// States written before thresholds were re-measured have no target:
+		// their next epoch starts now, at twice the warm-up.
+		if ss.Target < p.warmup || ss.Target > maxEpochs*p.warmup {
+			return fmt.Errorf("%w: threshold epoch of %d samples in state, want %d..%d", ErrInput, ss.Target, p.warmup, maxEpochs*p.warmup)
+		}
+		p.target = ss.Target
+	} else if len(ss.Thresholds) > 0 {
+		p.target = min(2*p.warmup, maxEpochs*p.warmup)
+	}
+	if ss.WarmN > 0 {
 		warm, err := dense(ss.Warm, countsLen)
 		if err != nil {
 			return err
 		}
-		p.warm, p.warmN = warm, ss.WarmN
+		p.next.add(warm)
+		if p.next.n != ss.WarmN {
+			return fmt.Errorf("%w: %d warm-up samples in state, counts hold %d", ErrInput, ss.WarmN, p.next.n)
+		}
 	}
 	for j := range p.slower {
 		for _, pair := range []struct {

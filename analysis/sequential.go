@@ -605,23 +605,35 @@ func (p *LatencyEProcess) update(g hdrGeometry, cx, cy []int64, rho float64) err
 
 // SlowdownEProcess is the directional latency gate of statistics.md §4 C1:
 // one-sided conditional tests (RatioEProcess) on exceedance events over
-// thresholds frozen before the data they judge, averaged (an average of
+// thresholds fixed before the data they judge, averaged (an average of
 // e-values is an e-value). The thresholds L_j are the baseline's quantiles
 // q_j measured over a warm-up; tests start with the batch after it.
+//
+// The thresholds are then re-measured on epochs of the baseline's later
+// samples, each twice as long as the one before (warm-up w, then 2w, 4w, …,
+// at most maxEpochs·w), and each epoch's thresholds apply from the batch
+// after it ends. A start-up transient (first connections, cold caches)
+// thus only sets the thresholds of the first epoch: a warm-up tail inflated
+// by it would otherwise leave both sides' exceedances so rare that neither
+// test gathers evidence. The event probabilities change with the
+// thresholds, but the conditional likelihood ratio of each batch only needs
+// its thresholds fixed before it, so the running products stay
+// supermartingales and nothing restarts.
 //
 // With maxRatio r, a canary event is a latency above r·L_j and a baseline
 // event one above L_j. If the canary is at most r times slower than the
 // baseline (its latencies are the baseline's scaled by at most r), then
-// P(canary > r·L) ≤ P(baseline > L): that is the null of Slower(), so an
-// A/A or within-tolerance canary is not failed. Within() tests the reverse
-// null, P(canary > r·L) ≥ P(baseline > L); rejecting it is evidence that the
-// canary's quantiles are within r times the baseline's.
+// P(canary > r·L) ≤ P(baseline > L) for every L: that is the null of
+// Slower(), so an A/A or within-tolerance canary is not failed. Within()
+// tests the reverse null, P(canary > r·L) ≥ P(baseline > L) at the
+// thresholds used; rejecting it is evidence that the canary's quantiles are
+// within r times the baseline's.
 type SlowdownEProcess struct {
 	quantiles  []float64
 	maxRatio   float64
 	warmup     int64
-	warm       []int64
-	warmN      int64
+	next       latencyCounts // baseline counts since the thresholds were last set
+	target     int64         // samples in next that set the next thresholds
 	geom       hdrGeometry
 	thresholds []int64
 	slower     []*RatioEProcess
@@ -629,6 +641,11 @@ type SlowdownEProcess struct {
 	slowerRun  running
 	withinRun  running
 }
+
+// maxEpochs caps the re-measuring epochs at maxEpochs·warm-up baseline
+// samples (32 000 with Monitor's default warm-up), so that the thresholds
+// keep following the baseline over a long rollout.
+const maxEpochs = 64
 
 // NewSlowdownEProcess takes the baseline quantiles in (0, 1) (for example
 // 0.5, 0.9, 0.99), the allowed canary/baseline ratio (>= 1) and the number of
@@ -648,7 +665,8 @@ func NewSlowdownEProcess(quantiles []float64, maxRatio float64, warmup int64) (*
 	if warmup < 1 {
 		return nil, fmt.Errorf("%w: warm-up %d must be at least 1 sample", ErrInput, warmup)
 	}
-	p := &SlowdownEProcess{quantiles: append([]float64(nil), quantiles...), maxRatio: maxRatio, warmup: warmup}
+	p := &SlowdownEProcess{quantiles: append([]float64(nil), quantiles...), maxRatio: maxRatio, warmup: warmup, target: warmup}
+	p.next.lo, p.next.hi = 0, -1
 	for range quantiles {
 		s, _ := NewRatioEProcess(Greater, 1)
 		w, _ := NewRatioEProcess(Less, 1)
@@ -681,7 +699,8 @@ func (p *SlowdownEProcess) Update(canary, baseline *hdrhistogram.Histogram, rho 
 // Frozen reports whether the thresholds are set and the tests running.
 func (p *SlowdownEProcess) Frozen() bool { return p.thresholds != nil }
 
-// Thresholds returns the frozen baseline quantiles L_j (µs), nil during warm-up.
+// Thresholds returns the baseline quantiles L_j (µs) that judge the next
+// batch, nil during warm-up.
 func (p *SlowdownEProcess) Thresholds() []int64 { return append([]int64(nil), p.thresholds...) }
 
 // Slower is the e-process for "canary slower than maxRatio × baseline".
@@ -714,7 +733,7 @@ func (p *SlowdownEProcess) updateCounts(g hdrGeometry, cx, cy *Counts, rho float
 		return fmt.Errorf("%w: canary share %v must be in (0, 1)", ErrInput, rho)
 	}
 	if p.thresholds == nil {
-		p.warmUp(g, cy)
+		p.collect(g, cy)
 		return nil
 	}
 	if g != p.geom {
@@ -750,49 +769,69 @@ func (p *SlowdownEProcess) updateCounts(g hdrGeometry, cx, cy *Counts, rho float
 	lj := math.Log(float64(J))
 	p.slowerRun.set(logSumExp(ls) - lj)
 	p.withinRun.set(logSumExp(lw) - lj)
+	// This batch has been judged; now it may help set later thresholds.
+	p.collect(g, cy)
 	return nil
 }
 
-func (p *SlowdownEProcess) warmUp(g hdrGeometry, cy *Counts) {
-	if cy == nil || len(cy.counts) == 0 {
+// collect adds the baseline's counts to the current epoch and, once it
+// holds target samples, sets the thresholds from it and starts the next,
+// twice as long (up to maxEpochs·warm-up).
+func (p *SlowdownEProcess) collect(g hdrGeometry, cy *Counts) {
+	if cy == nil || cy.n == 0 {
 		return
 	}
-	if len(p.warm) < len(cy.counts) || g != p.geom {
-		p.geom = g
-		p.warm = make([]int64, len(cy.counts))
-		p.warmN = 0
+	if p.next.counts != nil && (len(p.next.counts) != len(cy.counts) || g != p.geom) {
+		// Only reachable during warm-up: afterwards Update refuses a new geometry.
+		p.next = latencyCounts{lo: 0, hi: -1}
 	}
-	for i := cy.lo; i <= cy.hi && i < len(p.warm); i++ {
-		p.warm[i] += cy.counts[i]
-		p.warmN += cy.counts[i]
-	}
-	if p.warmN < p.warmup {
+	p.geom = g
+	if p.next.n == 0 && cy.n >= p.target {
+		// A batch that fills an epoch on its own (heavy traffic) sets the
+		// thresholds from its exported counts, sparing the copy.
+		p.setThresholds(g, cy.n, cy.rankIndex)
 		return
 	}
-	p.thresholds = make([]int64, len(p.quantiles))
-	for j, q := range p.quantiles {
-		// The bucket's highest value, so "baseline > L" means a higher bucket.
-		_, p.thresholds[j] = g.bucket(rankIndex(p.warm, int64(math.Ceil(q*float64(p.warmN)))))
+	p.next.addCounts(cy)
+	if p.next.n < p.target {
+		return
 	}
-	p.warm = nil
+	p.setThresholds(g, p.next.n, p.next.rank)
+	p.next.reset()
 }
 
-// rankIndex is the count index holding the k-th smallest value (1-based).
-func rankIndex(counts []int64, k int64) int {
-	k = max(k, 1)
-	var acc int64
-	last := 0
-	for i, c := range counts {
-		if c == 0 {
-			continue
-		}
-		acc += c
-		last = i
-		if acc >= k {
-			return i
-		}
+// setThresholds ends an epoch of n baseline samples and starts the next.
+func (p *SlowdownEProcess) setThresholds(g hdrGeometry, n int64, rank func(k int64) int) {
+	if p.thresholds == nil {
+		p.thresholds = make([]int64, len(p.quantiles))
 	}
-	return last
+	for j, q := range p.quantiles {
+		p.thresholds[j] = threshold(g, n, q, rank)
+	}
+	p.target = min(2*p.target, maxEpochs*p.warmup)
+}
+
+// threshold is the q-quantile interpolated between the order statistics
+// around rank (n−1)q + 1 (numpy's default, Hyndman & Fan's type 7), each
+// read as its bucket's highest value, then raised to the highest value of
+// the bucket holding it, so that "baseline > L" is exactly "in a higher
+// bucket". Interpolating keeps a quantile that falls in a gap of the
+// baseline's values between its neighbours instead of on one of them.
+// rank gives the count index of the k-th smallest of n values.
+func threshold(g hdrGeometry, n int64, q float64, rank func(k int64) int) int64 {
+	h := float64(n-1) * q
+	k := int64(math.Floor(h)) + 1
+	i1 := rank(k)
+	i2 := i1
+	if k < n {
+		i2 = rank(k + 1)
+	}
+	_, v1 := g.bucket(i1)
+	_, v2 := g.bucket(i2)
+	v := float64(v1) + (h-math.Floor(h))*float64(v2-v1)
+	i := i1 + sort.Search(i2-i1, func(i int) bool { _, hi := g.bucket(i1 + i); return float64(hi) >= v })
+	_, top := g.bucket(i)
+	return top
 }
 
 // DKWBand is the time-uniform Dvoretzky–Kiefer–Wolfowitz half-width of
