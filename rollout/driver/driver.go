@@ -232,7 +232,7 @@ func New(cfg Config) (*Driver, error) {
 	} else {
 		st, acts = eng.Init(now)
 	}
-	if d.monitor == nil {
+	if d.monitor == nil && len(cfg.Spec.Analysis.Metrics) > 0 {
 		if d.monitor, err = newMonitor(cfg.Spec); err != nil {
 			return nil, fmt.Errorf("rollout %s: analysis: %w", d.name, err)
 		}
@@ -245,6 +245,8 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
+// newMonitor builds the spec's Monitor; `analysis: {metrics: []}` turns
+// analysis off, and the driver then runs without one (d.monitor nil).
 func newMonitor(spec rollout.Spec) (*analysis.Monitor, error) {
 	return analysis.NewMonitor(spec.MonitorMetrics(), spec.Analysis.Confidence, spec.MonitorOptions())
 }
@@ -422,6 +424,9 @@ func (d *Driver) observe() rollout.Observation {
 		CanaryLatency: c.Latency, BaselineLatency: b.Latency,
 		CanaryShare: rho,
 	}
+	if d.monitor == nil {
+		return obs
+	}
 	verdicts, err := d.monitor.Observe(batch)
 	if err != nil {
 		d.log.Warn("analysis", "err", err)
@@ -495,7 +500,9 @@ func (d *Driver) execute(st rollout.State, acts []rollout.Action) error {
 			}
 			d.logEvents(a.Events)
 		case rollout.ActResetAnalysis:
-			d.monitor.ResetWindow()
+			if d.monitor != nil {
+				d.monitor.ResetWindow()
+			}
 		case rollout.ActRunGate:
 			if a.Gate != nil {
 				d.runGate(*a.Gate)
@@ -550,8 +557,10 @@ func (d *Driver) setWeights(w rollout.Weights) {
 
 func (d *Driver) persist(st rollout.State, events []rollout.Event) error {
 	p := persisted{Engine: st}
-	ms := d.monitor.State()
-	p.Monitor = &ms
+	if d.monitor != nil {
+		ms := d.monitor.State()
+		p.Monitor = &ms
+	}
 	if l := d.last.Load(); l != nil {
 		p.Last = *l
 	}
@@ -582,7 +591,10 @@ func (d *Driver) runGate(g rollout.Gate) {
 	case rollout.GateAnalysis:
 		// The window's verdict is computed here, in the loop, from the
 		// Monitor this loop owns; the answer is queued for the next Step.
-		vs := d.monitor.Evaluate()
+		var vs []analysis.Verdict
+		if d.monitor != nil {
+			vs = d.monitor.Evaluate()
+		}
 		if len(g.Metrics) > 0 {
 			keep := vs[:0:0]
 			for _, v := range vs {
