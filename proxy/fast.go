@@ -279,16 +279,26 @@ func setForwardedFast(ctx *fasthttp.RequestCtx) {
 // copy is dropped rather than queued, so mirroring can never slow users.
 var mirrorSlots = make(chan struct{}, 256)
 
-func (p *Proxy) mirrorFast(r *route, m *mirrorPolicy, req *fasthttp.Request) {
+// mirrorTarget takes a mirror slot and picks the mirror version's endpoint;
+// ok is false when the copy is to be dropped (no free slot, or no endpoint,
+// which is recorded). The caller releases the slot when its copy is done.
+func mirrorTarget(r *route, m *mirrorPolicy) (ep *endpoint, ok bool) {
 	select {
 	case mirrorSlots <- struct{}{}:
 	default:
-		return
+		return nil, false
 	}
-	ep := r.pools[m.version].pick()
-	if ep == nil {
+	if ep = r.pools[m.version].pick(); ep == nil {
 		<-mirrorSlots
 		r.rec.RecordMirror(0, 0, record.Other)
+		return nil, false
+	}
+	return ep, true
+}
+
+func (p *Proxy) mirrorFast(r *route, m *mirrorPolicy, req *fasthttp.Request) {
+	ep, ok := mirrorTarget(r, m)
+	if !ok {
 		return
 	}
 	cp := fasthttp.AcquireRequest()

@@ -310,15 +310,8 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // mirrorStd mirrors a bodiless HTTP/2 request. Requests with a body are not
 // mirrored on this path: copying a stream would hold the user's request.
 func (p *Proxy) mirrorStd(r *route, m *mirrorPolicy, req *http.Request) {
-	select {
-	case mirrorSlots <- struct{}{}:
-	default:
-		return
-	}
-	ep := r.pools[m.version].pick()
-	if ep == nil {
-		<-mirrorSlots
-		r.rec.RecordMirror(0, 0, record.Other)
+	ep, ok := mirrorTarget(r, m)
+	if !ok {
 		return
 	}
 	out := req.Clone(context.Background())
