@@ -883,7 +883,8 @@ func (st *stepper) command(c Command) {
 	case CmdSetWeight:
 		desc += fmt.Sprintf(" %d", c.Weight)
 	case CmdJump:
-		desc += fmt.Sprintf(" %d", c.Step)
+		// People count steps from 1, as status shows them ("step 2/6").
+		desc += fmt.Sprintf(" to step %d", c.Step+1)
 	}
 	st.event(EventCommand, fmt.Sprintf("%s by %s", desc, by), c)
 	switch c.Kind {
@@ -959,7 +960,7 @@ func (e *Engine) CheckCommand(s State, c Command) error {
 		}
 	case CmdJump:
 		if c.Step < 0 || c.Step >= len(e.plan) {
-			return fmt.Errorf("jump: step %d is not between 0 and %d", c.Step, len(e.plan)-1)
+			return fmt.Errorf("jump: step %d is not between 1 and %d", c.Step+1, len(e.plan))
 		}
 	default:
 		return fmt.Errorf("unknown command %q", c.Kind)
