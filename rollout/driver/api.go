@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -98,6 +99,8 @@ type Status struct {
 	Stalled     float64            `json:"stalledSeconds,omitempty"`
 	Target      string             `json:"target,omitempty"`
 	Analysis    []analysis.Verdict `json:"analysis"`
+	// Business holds the current step's business-metric gate verdicts.
+	Business []analysis.Verdict `json:"business,omitempty"`
 	// Interval holds the latest analysis interval's raw numbers per
 	// version, for the dashboard.
 	Interval map[string]lastInterval `json:"interval,omitempty"`
@@ -120,6 +123,11 @@ func (d *Driver) Status(maxEvents int) (Status, error) {
 	}
 	if s.Analysis == nil {
 		s.Analysis = []analysis.Verdict{}
+	}
+	for _, id := range slices.Sorted(maps.Keys(st.Gates)) {
+		if g := st.Gates[id]; g.Kind == rollout.GateBusiness {
+			s.Business = append(s.Business, g.Verdicts...)
+		}
 	}
 	if maxEvents != 0 {
 		evs, err := d.cfg.Store.Events(d.name, 0)

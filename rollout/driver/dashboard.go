@@ -35,6 +35,7 @@ func Dashboard(s Status) report.DashboardData {
 			d.Health = append(d.Health, r)
 		}
 	}
+	d.Business = append(d.Business, businessVerdictRows(s.Business)...)
 	d.Decision, d.DecisionStatus = decision(s)
 	if s.Phase == rollout.Progressing && s.Remaining > 0 && d.DecisionStatus == report.StatusOK {
 		d.Reason = fmt.Sprintf("%s; next step in %s", strings.TrimSuffix(d.Reason, "."), report.FormatDuration(time.Duration(s.Remaining*float64(time.Second))))

@@ -72,3 +72,25 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 }
+
+// Business gate verdicts in the status show as the dashboard's business
+// rows, apart from the health metrics.
+func TestDashboardBusinessRows(t *testing.T) {
+	s := Status{Name: "checkout", Phase: rollout.Progressing, Weights: rollout.Weights{"stable": 90, "canary": 10},
+		Business: []analysis.Verdict{
+			{Metric: "conversion_rate", Outcome: analysis.Fail, Canary: 0.021, Threshold: ">= 3%"},
+			{Metric: "conversion_rate_drop", Outcome: analysis.Pass, Canary: 0.034, Baseline: 0.035, Threshold: "conversion_rate_drop > 10%"},
+		}}
+	d := Dashboard(s)
+	var got []string
+	for _, r := range d.Business {
+		got = append(got, strings.Join([]string{r.Name, r.Baseline, r.Current, string(r.Status)}, "|"))
+	}
+	want := []string{"business conversion_rate|-|2.10%|fail", "business conversion_rate_drop|0.035|0.034|ok"}
+	if strings.Join(got, ";") != strings.Join(want, ";") {
+		t.Errorf("business rows %q, want %q", got, want)
+	}
+	if len(d.Health) != 0 {
+		t.Errorf("health rows %v, want none from business verdicts", d.Health)
+	}
+}

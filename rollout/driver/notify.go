@@ -53,8 +53,13 @@ func businessRows(data json.RawMessage) []report.MetricRow {
 	if len(data) == 0 || json.Unmarshal(data, &g) != nil || g.Kind != rollout.GateBusiness {
 		return nil
 	}
-	rows := make([]report.MetricRow, 0, len(g.Verdicts))
-	for _, v := range g.Verdicts {
+	return businessVerdictRows(g.Verdicts)
+}
+
+// businessVerdictRows renders business verdicts as dashboard rows.
+func businessVerdictRows(vs []analysis.Verdict) []report.MetricRow {
+	rows := make([]report.MetricRow, 0, len(vs))
+	for _, v := range vs {
 		c, err := rollout.ParseBusinessCondition(v.Threshold)
 		format := func(x float64) string { return fmt.Sprintf("%.4g", x) }
 		if err == nil && c.Unit == "%" && c.Compare == "" {
