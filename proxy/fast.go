@@ -154,6 +154,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	for _, h := range hopHeaders {
 		resp.Header.DelBytes(h)
 	}
+	stripHopRespAnyCase(&resp.Header)
 	status := resp.StatusCode()
 	lat := time.Since(start)
 	r.finish(v, lat, status, record.None)
@@ -250,6 +251,126 @@ func stripHopFast(h *fasthttp.RequestHeader) {
 	}
 	for _, k := range hopHeaders {
 		h.DelBytes(k)
+	}
+	stripHopAnyCase(h)
+}
+
+// isHopName reports whether key names a hop-by-hop header, in any case.
+// The length picks the candidates, so most names cost one comparison.
+func isHopName(key []byte) bool {
+	switch len(key) {
+	case 2:
+		return bytes.EqualFold(key, []byte("Te"))
+	case 7:
+		return bytes.EqualFold(key, []byte("Trailer")) || bytes.EqualFold(key, []byte("Upgrade"))
+	case 10:
+		return bytes.EqualFold(key, hdrConnection) || bytes.EqualFold(key, []byte("Keep-Alive"))
+	case 16:
+		return bytes.EqualFold(key, []byte("Proxy-Connection"))
+	case 18:
+		return bytes.EqualFold(key, []byte("Proxy-Authenticate"))
+	case 19:
+		return bytes.EqualFold(key, []byte("Proxy-Authorization"))
+	}
+	return false
+}
+
+// namedIn reports whether a comma-separated Connection value names key.
+func namedIn(conn, key []byte) bool {
+	for tok := range bytes.SplitSeq(conn, []byte(",")) {
+		if bytes.EqualFold(bytes.TrimSpace(tok), key) {
+			return true
+		}
+	}
+	return false
+}
+
+// namesOthers reports whether a Connection value names a header, that is,
+// holds a token besides close and keep-alive.
+func namesOthers(conn []byte) bool {
+	for tok := range bytes.SplitSeq(conn, []byte(",")) {
+		tok = bytes.TrimSpace(tok)
+		if len(tok) > 0 && !bytes.EqualFold(tok, []byte("close")) && !bytes.EqualFold(tok, []byte("keep-alive")) {
+			return true
+		}
+	}
+	return false
+}
+
+// rawFields calls f with the name and value of each field in a raw header
+// block ("Name: value" lines), stopping when f returns false.
+func rawFields(raw []byte, f func(name, value []byte) bool) {
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		c := bytes.IndexByte(line, ':')
+		if c <= 0 || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		if !f(line[:c], bytes.TrimSpace(line[c+1:])) {
+			return
+		}
+	}
+}
+
+// stripHopAnyCase removes the hop-by-hop headers that the exact-case
+// deletes miss. The server keeps header names as received
+// (DisableHeaderNamesNormalizing) and fasthttp deletes by exact name, so
+// "keep-alive", "proxy-authorization" or a lower-case "connection" and the
+// headers it names would otherwise reach the upstream. It reads the raw
+// header block (empty unless the request came off the wire), which deleting
+// does not change; a name exactly as received is what DelBytes matches.
+func stripHopAnyCase(h *fasthttp.RequestHeader) {
+	raw := h.RawHeaders()
+	others := false
+	rawFields(raw, func(name, value []byte) bool {
+		if !isHopName(name) {
+			return true
+		}
+		if bytes.EqualFold(name, hdrConnection) && namesOthers(value) {
+			others = true
+		}
+		h.DelBytes(name)
+		return true
+	})
+	if !others {
+		return
+	}
+	rawFields(raw, func(name, _ []byte) bool {
+		named := false
+		rawFields(raw, func(cn, cv []byte) bool {
+			named = bytes.EqualFold(cn, hdrConnection) && namedIn(cv, name)
+			return !named
+		})
+		if named {
+			h.DelBytes(name)
+		}
+		return true
+	})
+}
+
+// stripHopRespAnyCase removes hop-by-hop response headers whose names the
+// upstream sent in another case than the exact-case deletes expect. It runs
+// after them, so a name found here is not in the exact case.
+func stripHopRespAnyCase(h *fasthttp.ResponseHeader) {
+	for range 8 { // each round deletes one name; bounded so it cannot spin
+		var found []byte
+		for k := range h.All() {
+			if isHopName(k) {
+				found = k
+				break
+			}
+		}
+		if found == nil {
+			return
+		}
+		var name [32]byte // hop names are at most 19 bytes
+		h.DelBytes(name[:copy(name[:], found)])
 	}
 }
 

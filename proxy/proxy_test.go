@@ -218,6 +218,49 @@ func TestForwardedHeadersAndHopByHop(t *testing.T) {
 	}
 }
 
+// Header names are case-insensitive and clients send them in any case:
+// hop-by-hop headers in lower case, and the headers a lower-case Connection
+// names, must not reach the upstream, nor upstream hop-by-hop headers the
+// client.
+func TestHopByHopInAnyCase(t *testing.T) {
+	b := newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["keep-alive"] = []string{"timeout=5"}
+		w.Header()["proxy-authenticate"] = []string{"Basic"}
+		io.WriteString(w, "ok")
+	})
+	_, base := startProxy(t, Config{Routes: []Route{{Name: "r", Versions: []Version{{Name: "v", Endpoints: []string{b.url()}}}}}}, Options{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: shop.example\r\nkeep-alive: timeout=5\r\nte: trailers\r\n"+
+		"proxy-authorization: Basic secret\r\nconnection: x-secret, keep-alive\r\nX-Secret: s\r\nX-Kept: k\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for _, k := range []string{"Keep-Alive", "Proxy-Authenticate"} {
+		if v := resp.Header.Get(k); v != "" {
+			t.Errorf("client got upstream hop-by-hop header %s=%q", k, v)
+		}
+	}
+	r := b.last.Load()
+	for _, k := range []string{"Keep-Alive", "Te", "Proxy-Authorization", "X-Secret"} {
+		if v := r.Header.Get(k); v != "" {
+			t.Errorf("backend got %s=%q, want it removed", k, v)
+		}
+	}
+	if v := r.Header.Get("X-Kept"); v != "k" {
+		t.Errorf("backend got X-Kept=%q, want k", v)
+	}
+}
+
 func TestKeylessShareIsExact(t *testing.T) {
 	stable := newBackend(t, "stable", nil)
 	canary := newBackend(t, "canary", nil)
