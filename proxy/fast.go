@@ -115,7 +115,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	}
 	req := &ctx.Request
 	v := r.chooseFast(req)
-	if req.Header.ConnectionUpgrade() {
+	if isUpgradeFast(&req.Header) {
 		p.serveUpgradeFast(ctx, r, v, start)
 		return
 	}
@@ -159,6 +159,21 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	lat := time.Since(start)
 	r.finish(v, lat, status, record.None)
 	p.alog.fast(ctx, start, r.name, r.versions[v], status, record.None)
+}
+
+// isUpgradeFast reports whether the request asks for a protocol upgrade.
+// fasthttp only sees "Connection: upgrade" under that exact name when it
+// keeps names as received, so a lower-case "connection" is looked up too.
+func isUpgradeFast(h *fasthttp.RequestHeader) bool {
+	if h.ConnectionUpgrade() {
+		return true
+	}
+	up := false
+	rawFields(h.RawHeaders(), func(name, value []byte) bool {
+		up = bytes.EqualFold(name, hdrConnection) && namedIn(value, []byte("upgrade"))
+		return !up
+	})
+	return up
 }
 
 var errNoEndpoint = errors.New("version has no endpoints")

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -246,6 +247,43 @@ func TestWebSocketEcho(t *testing.T) {
 	}
 	if got := b.last.Load().Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
 		t.Errorf("backend X-Forwarded-For %q, want 127.0.0.1", got)
+	}
+}
+
+// TestUpgradeStripsHopHeadersInAnyCase sends an upgrade handshake whose
+// hop-by-hop fields are in lower case: they must not reach the endpoint,
+// while Connection and Upgrade, the point of the request, must.
+func TestUpgradeStripsHopHeadersInAnyCase(t *testing.T) {
+	b := newBackend(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+	})
+	_, base := startProxy(t, Config{Routes: []Route{{Name: "r", Versions: []Version{{Name: "v", Endpoints: []string{b.url()}}}}}}, Options{})
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nconnection: Upgrade\r\nupgrade: test\r\n"+
+		"keep-alive: 5\r\nproxy-authorization: secret\r\nte: trailers\r\nproxy-connection: x\r\n\r\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 101") {
+		t.Fatalf("answer %q, %v; want 101", line, err)
+	}
+	h := b.last.Load().Header
+	for _, k := range []string{"Keep-Alive", "Proxy-Authorization", "Te", "Proxy-Connection"} {
+		if v := h.Values(k); len(v) > 0 {
+			t.Errorf("endpoint got %s: %q", k, v)
+		}
+	}
+	if h.Get("Upgrade") != "test" || !strings.EqualFold(h.Get("Connection"), "upgrade") {
+		t.Errorf("endpoint got Upgrade %q Connection %q, want both kept", h.Get("Upgrade"), h.Get("Connection"))
 	}
 }
 

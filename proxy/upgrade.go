@@ -39,6 +39,14 @@ func (p *Proxy) serveUpgradeFast(ctx *fasthttp.RequestCtx, r *route, v int, star
 			req.Header.DelBytes(h)
 		}
 	}
+	// The same names in another letter case, as received (the server
+	// keeps names as they came, and DelBytes matches exactly).
+	rawFields(req.Header.RawHeaders(), func(name, _ []byte) bool {
+		if isHopName(name) && !bytes.EqualFold(name, hdrConnection) && !bytes.EqualFold(name, []byte("Upgrade")) {
+			req.Header.DelBytes(name)
+		}
+		return true
+	})
 	setForwardedFast(ctx)
 	up, err := p.dialEndpoint(ep, time.Until(start.Add(r.timeout)))
 	if err != nil {
