@@ -440,6 +440,12 @@ func (p *Proxy) mirrorFast(r *route, m *mirrorPolicy, req *fasthttp.Request) {
 	cp := fasthttp.AcquireRequest()
 	req.CopyTo(cp)
 	cp.URI().SetSchemeBytes(ep.scheme)
+	sendMirror(r, ep, cp)
+}
+
+// sendMirror sends cp, a request of its own, to ep in the background and
+// records the answer as the mirror's; it releases cp and the mirror slot.
+func sendMirror(r *route, ep *endpoint, cp *fasthttp.Request) {
 	timeout := r.timeout
 	go func() {
 		defer func() { <-mirrorSlots }()

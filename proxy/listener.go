@@ -77,11 +77,10 @@ func (p *Proxy) sortConn(c net.Conn, tc *tls.Config, lis int) {
 		}
 	}
 	c.SetReadDeadline(time.Time{})
-	pc := &peekedConn{Conn: c, buf: buf[:n], lis: lis}
 	if n == len(buf) && bytes.Equal(buf[:n], h2Preface) {
-		p.h2.ln.push(pc)
+		p.h2.ln.push(&peekedConn{Conn: c, buf: buf[:n], lis: lis})
 	} else {
-		p.fast.ln.push(pc)
+		p.serveH1(c, buf[:n], lis)
 	}
 }
 

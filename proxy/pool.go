@@ -22,6 +22,8 @@ type endpoint struct {
 	hc       *fasthttp.HostClient
 	streamHC *fasthttp.HostClient // same address, response bodies streamed
 	inflight atomic.Int64
+	h1       h1Pool        // the HTTP/1.1 lane's idle connections
+	maxIdle  time.Duration // how long an idle connection is kept
 	// down is set by active health checks; picks avoid it while a healthy
 	// endpoint remains.
 	down atomic.Bool
@@ -83,7 +85,8 @@ func newEndpoint(raw string, spec endpointSpec, t Timeouts, dial func(addr strin
 	if spec.scheme == "https" {
 		scheme = "https"
 	}
-	e := &endpoint{spec: spec, raw: raw, url: &url.URL{Scheme: scheme, Host: spec.addr}, scheme: []byte(scheme)}
+	e := &endpoint{spec: spec, raw: raw, url: &url.URL{Scheme: scheme, Host: spec.addr}, scheme: []byte(scheme),
+		maxIdle: min(time.Duration(t.Idle), 30*time.Second)}
 	mk := func(stream bool) *fasthttp.HostClient {
 		connect := time.Duration(t.Connect)
 		hc := &fasthttp.HostClient{

@@ -2,9 +2,12 @@
 // each route's traffic between versions by cohort rules, sticky user keys and
 // weights, forwards it, and records every request in the path.
 //
-// One listener sorts connections by protocol. HTTP/1.1 (plain or TLS with
-// ALPN http/1.1) is served by fasthttp with a fasthttp.HostClient per
-// endpoint, the fast path; HTTP/2 (TLS ALPN h2, or the h2c prior-knowledge
+// One listener sorts connections by protocol. Plaintext HTTP/1.1 is served
+// by the lane (h1.go): its own keep-alive loop and pooled upstream client,
+// for a strict subset of HTTP/1.1 that covers ordinary requests; a
+// connection with any other request is handed, bytes and all, to a
+// fasthttp server with a fasthttp.HostClient per endpoint, which also takes
+// HTTP/1.1 over TLS. HTTP/2 (TLS ALPN h2, or the h2c prior-knowledge
 // preface) is handed to a net/http server and forwarded by
 // httputil.ReverseProxy, which carries gRPC's trailers and streams. WebSocket
 // upgrades are hijacked and copied both ways. Every path shares routing,
@@ -93,6 +96,7 @@ type Proxy struct {
 
 	fast *fastServer
 	h2   *h2Server
+	lane h1Lane
 	alog *accessLog
 
 	mu        sync.Mutex
@@ -131,8 +135,11 @@ type route struct {
 	listeners []int // indexes into Config.Listeners; empty = all
 	timeout   time.Duration
 	stream    bool
-	rec       *record.Recorder
-	obs       Observer
+	// laneOK: every endpoint speaks HTTP/1.1, so the lane can forward
+	// the route's requests; h2c endpoints need the fasthttp path's bridge.
+	laneOK bool
+	rec    *record.Recorder
+	obs    Observer
 }
 
 // New builds a proxy for cfg. It validates cfg, opens no socket and starts
@@ -187,6 +194,7 @@ func (p *Proxy) compile(cfg Config, prev *state) (*state, error) {
 			obs:        p.opts.Observers[rc.Name],
 			cfgWeights: rc.Weights,
 			listeners:  listenerIndexes(cfg, rc.Listeners),
+			laneOK:     true,
 		}
 		st.bound = st.bound || len(r.listeners) > 0
 		if r.prefix == "" {
@@ -212,6 +220,7 @@ func (p *Proxy) compile(cfg Config, prev *state) (*state, error) {
 				}
 				used[key] = e
 				pl.eps = append(pl.eps, e)
+				r.laneOK = r.laneOK && spec.scheme != "h2c"
 			}
 			r.pools = append(r.pools, pl)
 		}
@@ -515,12 +524,20 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	var errs []error
 	if serving {
 		var wg sync.WaitGroup
-		wg.Add(2)
-		var fastErr, h2Err error
+		wg.Add(3)
+		var fastErr, h2Err, laneErr error
+		go func() {
+			defer wg.Done()
+			if !p.lane.shutdown(ctx.Done()) {
+				laneErr = ctx.Err()
+			}
+		}()
+		// A connection the lane hands over once the fasthttp server has
+		// stopped is closed, like one accepted after Shutdown.
 		go func() { defer wg.Done(); fastErr = p.fast.shutdown(ctx) }()
 		go func() { defer wg.Done(); h2Err = p.h2.shutdown(ctx) }()
 		wg.Wait()
-		errs = append(errs, fastErr, h2Err)
+		errs = append(errs, fastErr, h2Err, laneErr)
 	}
 	p.mu.Lock()
 	for c := range p.hijacked {
