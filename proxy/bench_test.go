@@ -96,6 +96,33 @@ func BenchmarkProxyVsDirect(b *testing.B) {
 // BenchmarkServeFast measures the proxy's own HTTP/1.1 request path
 // (route match, version choice, header rewrite, upstream exchange,
 // recording) with -benchmem: the allocations shown are the proxy's.
+// BenchmarkLaneVsFastHTTP sends the same requests through the HTTP/1.1
+// lane and through the fasthttp path of one proxy, in interleaved rounds,
+// and reports each path's time per request and the ratio (x_fasthttp
+// below 1: the lane costs less). The client and the backend are the same
+// for both and share the machine, so the ratio understates the difference
+// between the proxies' own costs; bench/proxy/run.sh measures that on a
+// pinned core.
+func BenchmarkLaneVsFastHTTP(b *testing.B) {
+	backend := fastBackend(b)
+	p, lane := benchProxy(b, twoVersions(backend, backend, 10))
+	fast := startFastOnly(b, p)
+	runClient(b, lane, 2000) // warm both paths' connection pools
+	runClient(b, fast, 2000)
+	const rounds = 4
+	var tl, tf time.Duration
+	b.ResetTimer()
+	for range rounds {
+		tl += runClient(b, lane, b.N/rounds+1)
+		tf += runClient(b, fast, b.N/rounds+1)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(tl.Nanoseconds())/rounds, "lane-ns/req")
+	b.ReportMetric(float64(tf.Nanoseconds())/rounds, "fasthttp-ns/req")
+	b.ReportMetric(float64(tl)/float64(tf), "x_fasthttp")
+	b.ReportMetric(0, "ns/op")
+}
+
 func BenchmarkServeFast(b *testing.B) {
 	backend := fastBackend(b)
 	cfg := twoVersions(backend, backend, 10)

@@ -50,7 +50,7 @@ func startLane(t *testing.T, cfg Config, opts Options) (*Proxy, string) {
 // startFastOnly opens a second loopback listener whose connections go
 // straight to p's fasthttp server, bypassing the lane: the reference the
 // lane's hand-offs are compared with.
-func startFastOnly(t *testing.T, p *Proxy) string {
+func startFastOnly(t testing.TB, p *Proxy) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Proxy load benchmark: Guardian's proxy against nginx and HAProxy, each
 # splitting 90/10 between the same two backends on loopback, one core per
-# proxy, driven by the same wrk command. Prints req/s and p99 per contender
-# (median over interleaved rounds) and the ratios to nginx.
+# proxy, driven by the same wrk command. Prints req/s, p99 and the CPU the
+# proxy's core spent per request for each contender (medians over rounds),
+# and the medians of the per-round ratios to nginx.
 #
-#   bash bench/proxy/run.sh            # ROUNDS=3 DURATION=10s CONNS=64
-#   ROUNDS=5 DURATION=20s bash bench/proxy/run.sh
+#   bash bench/proxy/run.sh            # ROUNDS=9 DURATION=5s CONNS=64
+#   ROUNDS=15 DURATION=3s bash bench/proxy/run.sh
 #
 # Needs: go, wrk, nginx, haproxy (Debian packages; .ci/run installs them).
 # Everything listens on 127.0.0.1 only and is stopped on exit.
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-9}
+DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 PORT=${BASE_PORT:-18400}
@@ -124,32 +125,52 @@ to_ms() {
 		printf "%.3f", n }'
 }
 
-declare -A rps p99
+# CPU the proxy's core spent (user, system, irq, softirq) in clock ticks;
+# with the proxies pinned it is the proxy's own work, its share of the
+# kernel's TCP processing included.
+core_ticks() { awk -v c="$1" '$1 == c {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+proxy_core=cpu # the whole machine, unless the proxies are pinned
+[ ${#pin_proxy[@]} -gt 0 ] && proxy_core=cpu0
+hz=$(getconf CLK_TCK)
+
+declare -A rps p99 cpu
 names=(guardian nginx haproxy)
 declare -A addrs=([guardian]=$GUARDIAN [nginx]=$NGINX [haproxy]=$HAPROXY)
-echo "wrk -c$CONNS -t$THREADS -d$DURATION, $ROUNDS interleaved rounds, 90/10 split, $ncpu cores"
+echo "wrk -c$CONNS -t$THREADS -d$DURATION, $ROUNDS rounds (contenders in a new random order each round), 90/10 split, $ncpu cores"
 for name in "${names[@]}"; do
 	"${pin_rest[@]}" wrk -c"$CONNS" -t"$THREADS" -d2s "http://${addrs[$name]}/" >/dev/null # warm up
 done
+# This machine's speed drifts by tens of percent within minutes (other
+# tenants), so every ratio is taken within a round, between runs seconds
+# apart, and the summary is the median of those per-round ratios.
 for r in $(seq "$ROUNDS"); do
-	for name in "${names[@]}"; do
+	for name in $(printf '%s\n' "${names[@]}" | shuf); do
+		t0=$(core_ticks $proxy_core)
 		out=$("${pin_rest[@]}" wrk -c"$CONNS" -t"$THREADS" -d"$DURATION" --latency "http://${addrs[$name]}/")
+		t1=$(core_ticks $proxy_core)
+		n=$(awk '/requests in/ {print $1}' <<<"$out")
 		q=$(awk '/Requests\/sec:/ {print $2}' <<<"$out")
 		l=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+		u=$(awk -v d="$((t1 - t0))" -v n="$n" -v hz="$hz" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
 		errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-		rps[$name]="${rps[$name]:-} $q"
-		p99[$name]="${p99[$name]:-} $l"
-		printf '  round %d %-8s %10s req/s  p99 %8s ms %s\n' "$r" "$name" "$q" "$l" "$errs"
+		rps[$name,$r]=$q p99[$name,$r]=$l cpu[$name,$r]=$u
+		printf '  round %d %-8s %10s req/s  p99 %8s ms  %6s µs CPU/req %s\n' "$r" "$name" "$q" "$l" "$u" "$errs"
 	done
 done
 
 median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-nginx_rps=$(median "${rps[nginx]}")
-nginx_p99=$(median "${p99[nginx]}")
-printf '\n%-9s %12s %10s %12s %12s\n' contender "req/s" "p99 ms" "req/s÷nginx" "p99÷nginx"
+printf '\n%-9s %10s %9s %11s | %12s %10s %12s\n' contender "req/s" "p99 ms" "µs CPU/req" "req/s÷nginx" "p99÷nginx" "CPU÷nginx"
 for name in "${names[@]}"; do
-	q=$(median "${rps[$name]}")
-	l=$(median "${p99[$name]}")
-	awk -v n="$name" -v q="$q" -v l="$l" -v nq="$nginx_rps" -v nl="$nginx_p99" \
-		'BEGIN { printf "%-9s %12.0f %10.3f %12.2f %12.2f\n", n, q, l, q/nq, l/nl }'
+	all_q="" all_l="" all_u="" rq="" rl="" ru=""
+	for r in $(seq "$ROUNDS"); do
+		all_q+=" ${rps[$name,$r]}" all_l+=" ${p99[$name,$r]}" all_u+=" ${cpu[$name,$r]}"
+		rq+=" $(awk -v a="${rps[$name,$r]}" -v b="${rps[nginx,$r]}" 'BEGIN {print a / b}')"
+		rl+=" $(awk -v a="${p99[$name,$r]}" -v b="${p99[nginx,$r]}" 'BEGIN {print a / b}')"
+		ru+=" $(awk -v a="${cpu[$name,$r]}" -v b="${cpu[nginx,$r]}" 'BEGIN {print a / b}')"
+	done
+	printf '%-9s %10.0f %9.3f %11.1f | %12.2f %10.2f %12.2f\n' "$name" "$(median "$all_q")" "$(median "$all_l")" \
+		"$(median "$all_u")" "$(median "$rq")" "$(median "$rl")" "$(median "$ru")"
 done
+if [ ${#pin_proxy[@]} -eq 0 ]; then
+	echo "(one core: the proxies were not pinned, so µs CPU/req counts the whole machine)"
+fi
