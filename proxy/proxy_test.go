@@ -434,8 +434,10 @@ func TestWeightChangesUnderLoad(t *testing.T) {
 	if failed != 0 {
 		t.Fatalf("%d of %d requests failed (e.g. %s), want 0", failed, sent, sample)
 	}
-	if sent < 1000 || changes < 100 {
-		t.Fatalf("load too thin to mean anything: %d requests, %d changes", sent, changes)
+	// The acceptance bar is 2,000 req/s and 100 changes a second; allow a
+	// little for a loaded CI machine, not a thinner test.
+	if sent < 4800 || changes < 250 {
+		t.Fatalf("load too thin to mean anything: %d requests (want ≥4,800 in 3 s), %d changes (want ≥250)", sent, changes)
 	}
 }
 
@@ -475,6 +477,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	t.Logf("%d requests, %d reloads", sent, reloads)
 	if failed != 0 {
 		t.Fatalf("%d of %d requests failed across reloads (e.g. %s), want 0", failed, sent, sample)
+	}
+	if sent < 4800 || reloads < 100 {
+		t.Fatalf("load too thin to mean anything: %d requests (want ≥4,800 in 3 s), %d reloads (want ≥100)", sent, reloads)
 	}
 	if w, _ := p.Weights("app"); w["canary"] != 30 {
 		t.Errorf("weights after reloads %v, want the rollout's canary=30 kept", w)
