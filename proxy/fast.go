@@ -411,6 +411,11 @@ func setForwardedFast(ctx *fasthttp.RequestCtx) {
 	h.SetBytesKV(hdrXFHost, ctx.Host())
 }
 
+// mirrorBodyMax bounds the body of a request that is mirrored: the copy
+// needs the whole body in memory. Larger requests are not mirrored (and
+// do not count towards the mirror's percentage).
+const mirrorBodyMax = 64 << 10
+
 // mirrorSlots bounds concurrent mirrored requests; when all are busy the
 // copy is dropped rather than queued, so mirroring can never slow users.
 var mirrorSlots = make(chan struct{}, 256)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -925,14 +926,20 @@ func (hc *h1conn) serve(head []byte, end int) int {
 		}
 	}
 	hc.out = hc.upstreamHead(hc.out[:0], head)
-	if m := r.dyn.Load().mirror; m.take() {
-		if rest == 0 {
-			p.mirrorH1(r, m, hc.out, body)
-		} else {
-			r.rec.RecordMirror(0, 0, record.Other) // body not buffered: copy dropped
-		}
-	}
 	hc.r = end + len(body)
+	if m := r.dyn.Load().mirror; m != nil && h.contentLength <= mirrorBodyMax && m.take() {
+		if rest > 0 {
+			// The copy needs the whole body: read the rest now.
+			full := make([]byte, h.contentLength)
+			k := copy(full, body)
+			hc.readDeadline()
+			if _, err := io.ReadFull(hc.c, full[k:]); err != nil {
+				return h1Close
+			}
+			body, rest = full, 0
+		}
+		p.mirrorH1(r, m, hc.out, body)
+	}
 	return p.forwardH1(hc, r, v, ep, start, body, rest)
 }
 

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -184,8 +186,14 @@ func (h *h2Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			Status: http.StatusServiceUnavailable, Kind: record.Other, Err: errNoEndpoint})
 		return
 	}
-	if m := r.dyn.Load().mirror; m != nil && (req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0) && m.take() {
-		p.mirrorStd(r, m, req)
+	if m := r.dyn.Load().mirror; m != nil && mirrorableStd(req, hr.grpc) && m.take() {
+		body, err := bufferBodyStd(req)
+		if err != nil {
+			// The client did not send its whole body: nothing to forward.
+			http.Error(w, "request body incomplete", http.StatusBadRequest)
+			return
+		}
+		p.mirrorStd(r, m, req, body)
 	}
 	hr.client = req.Context()
 	ctx, cancel := context.WithTimeout(context.WithValue(req.Context(), ctxKey{}, hr), r.timeout)
@@ -307,9 +315,36 @@ func (w *statusWriter) Flush() {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// mirrorStd mirrors a bodiless HTTP/2 request. Requests with a body are not
-// mirrored on this path: copying a stream would hold the user's request.
-func (p *Proxy) mirrorStd(r *route, m *mirrorPolicy, req *http.Request) {
+// mirrorableStd reports whether a request can be mirrored: one with no
+// body, or a body of known length up to mirrorBodyMax. A gRPC call or a
+// body of unknown length is a stream, and copying it would hold the
+// user's request until it ends.
+func mirrorableStd(req *http.Request, grpc bool) bool {
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+		return true
+	}
+	return !grpc && req.ContentLength > 0 && req.ContentLength <= mirrorBodyMax
+}
+
+// bufferBodyStd reads a mirrorable request's body into memory and puts a
+// reader of it back in its place, so the user's request and its copy each
+// get the whole body.
+func bufferBodyStd(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+		return nil, nil
+	}
+	b := make([]byte, req.ContentLength)
+	if _, err := io.ReadFull(req.Body, b); err != nil {
+		return nil, err
+	}
+	req.Body.Close()
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	return b, nil
+}
+
+// mirrorStd sends a copy of an HTTP/2 request, with body (the whole of it,
+// from bufferBodyStd), to the mirror version.
+func (p *Proxy) mirrorStd(r *route, m *mirrorPolicy, req *http.Request, body []byte) {
 	ep, ok := mirrorTarget(r, m)
 	if !ok {
 		return
@@ -318,6 +353,10 @@ func (p *Proxy) mirrorStd(r *route, m *mirrorPolicy, req *http.Request) {
 	out.URL.Scheme, out.URL.Host = ep.url.Scheme, ep.url.Host
 	out.RequestURI = ""
 	out.Body = http.NoBody
+	if len(body) > 0 {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.ContentLength = int64(len(body))
+	}
 	timeout := r.timeout
 	go func() {
 		defer func() { <-mirrorSlots }()

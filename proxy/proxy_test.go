@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -724,6 +727,73 @@ func TestMirror(t *testing.T) {
 	}
 	if s := snap.Versions["stable"]; s.Requests != 100 || s.Errors != 0 {
 		t.Errorf("stable recorded %+v, want 100 requests, 0 errors", s)
+	}
+}
+
+// TestMirrorCopiesBodies mirrors every request with a body, over HTTP/1.1
+// (a body in the lane's first read, and one beyond it) and over h2c: the
+// mirror gets the same body as the user's version, and a body over
+// mirrorBodyMax is not mirrored at all.
+func TestMirrorCopiesBodies(t *testing.T) {
+	echo := func(name string) *backend {
+		return newBackend(t, name, func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %d %x", name, len(b), sha256.Sum256(b))
+		})
+	}
+	var mu sync.Mutex
+	var shadowGot []string
+	stable := echo("stable")
+	shadow := newBackend(t, "shadow", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		shadowGot = append(shadowGot, fmt.Sprintf("%d %x", len(b), sha256.Sum256(b)))
+		mu.Unlock()
+	})
+	cfg := Config{Routes: []Route{{Name: "app",
+		Versions: []Version{{Name: "stable", Endpoints: []string{stable.url()}}, {Name: "shadow", Endpoints: []string{shadow.url()}}},
+		Mirror:   &Mirror{Version: "shadow", Percent: 100}}}}
+	_, base := startProxy(t, cfg, Options{})
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	clients := map[string]*http.Client{"http/1.1": newClient(), "h2c": {Transport: &http.Transport{Protocols: &protos}, Timeout: 10 * time.Second}}
+	for _, name := range []string{"http/1.1", "h2c"} {
+		for _, size := range []int{10, 20 << 10, mirrorBodyMax + 1} {
+			body := bytes.Repeat([]byte{byte('a' + size%26)}, size)
+			sum := fmt.Sprintf("%d %x", size, sha256.Sum256(body))
+			mu.Lock()
+			shadowGot = nil
+			mu.Unlock()
+			resp, err := clients[name].Post(base+"/upload", "application/octet-stream", bytes.NewReader(body))
+			if err != nil {
+				t.Fatalf("%s %d bytes: %v", name, size, err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != "stable "+sum {
+				t.Fatalf("%s %d bytes: user got %q, want the stable echo of the whole body", name, size, got)
+			}
+			want := []string{sum}
+			if size > mirrorBodyMax {
+				want = nil
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				mu.Lock()
+				n := len(shadowGot)
+				mu.Unlock()
+				if n >= len(want) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond) // a copy that should not come has had its chance
+			mu.Lock()
+			if !slices.Equal(shadowGot, want) {
+				t.Errorf("%s %d bytes: mirror got %v, want %v", name, size, shadowGot, want)
+			}
+			mu.Unlock()
+		}
 	}
 }
 
