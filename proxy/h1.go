@@ -68,54 +68,37 @@ type h1head struct {
 	xff                               int  // X-Forwarded-For fields seen
 }
 
-// tokenChar marks the RFC 9110 tchar bytes.
-var tokenChar = func() (t [256]bool) {
+// charClass marks ASCII digits and letters and the bytes of extra.
+func charClass(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
 	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
+		t[c], t[c-'a'+'A'] = true, true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}
 
-// pathChar marks the bytes a lane path may hold: RFC 3986 pchar and '/'
-// without '%', so the raw path is the one fasthttp would route on.
-var pathChar = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._~!$&'()*+,;=:@/" {
-		t[c] = true
-	}
-	return t
-}()
-
-// regNameChar marks the bytes of a host name or IPv4 address the lane
-// takes; ipv6Char those inside an IPv6 literal's brackets.
-var regNameChar, ipv6Char = func() (r, v [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		r[c], v[c] = true, true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		r[c], r[c-'a'+'A'] = true, true
-	}
-	for _, c := range "abcdefABCDEF:." {
-		v[c] = true
-	}
-	for _, c := range "-._~" {
-		r[c] = true
-	}
-	return r, v
-}()
+var (
+	// tokenChar marks the RFC 9110 tchar bytes.
+	tokenChar = charClass("!#$%&'*+-.^_`|~")
+	// pathChar marks the bytes a lane path may hold: RFC 3986 pchar and
+	// '/' without '%', so the raw path is the one fasthttp would route on.
+	pathChar = charClass("-._~!$&'()*+,;=:@/")
+	// regNameChar marks the bytes of a host name or IPv4 address the lane
+	// takes.
+	regNameChar = charClass("-._~")
+	// ipv6Char marks the bytes inside an IPv6 literal's brackets.
+	ipv6Char = func() (t [256]bool) {
+		for _, c := range "0123456789abcdefABCDEF:." {
+			t[c] = true
+		}
+		return t
+	}()
+)
 
 // plainHost reports whether a Host value is a name, an IPv4 address or a
 // bracketed IPv6 address, each with an optional numeric port: what every
@@ -228,33 +211,11 @@ func parseRequestHead(b []byte, h *h1head) bool {
 			}
 			break // the empty line
 		}
-		ns := i
-		for i < len(b) && tokenChar[b[i]] {
-			i++
-		}
-		if i == ns || i >= len(b) || b[i] != ':' {
-			return false // also obs-fold, a space before ':' and bare LF
-		}
-		ne := i
-		i++
-		for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
-			i++
-		}
-		vs := i
-		for i < len(b) && b[i] != '\r' {
-			if c := b[i]; (c < ' ' && c != '\t') || c == 0x7f {
-				return false
-			}
-			i++
-		}
-		if i+1 >= len(b) || b[i+1] != '\n' {
+		ns, ne, vs, ve, next, ok := scanField(b, i)
+		if !ok {
 			return false
 		}
-		ve := i
-		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
-			ve--
-		}
-		i += 2
+		i = next
 		if h.nf == h1MaxFields {
 			return false
 		}
@@ -342,6 +303,41 @@ func parseRequestHead(b []byte, h *h1head) bool {
 		h.nf++
 	}
 	return hostSeen
+}
+
+// scanField reads the header field line at b[i:]: "name: value" CRLF, the
+// name a token, the value free of control bytes but tab. It returns the
+// name and value (trimmed) bounds and where the next line starts; ok is
+// false for anything else, obs-fold, a space before ':' and a bare LF
+// among them.
+func scanField(b []byte, i int) (ns, ne, vs, ve, next int, ok bool) {
+	ns = i
+	for i < len(b) && tokenChar[b[i]] {
+		i++
+	}
+	if i == ns || i >= len(b) || b[i] != ':' {
+		return
+	}
+	ne = i
+	i++
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	vs = i
+	for i < len(b) && b[i] != '\r' {
+		if c := b[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return
+		}
+		i++
+	}
+	if i+1 >= len(b) || b[i+1] != '\n' {
+		return
+	}
+	ve = i
+	for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+		ve--
+	}
+	return ns, ne, vs, ve, i + 2, true
 }
 
 // header returns the first field named name, in any case.

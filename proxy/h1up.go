@@ -421,30 +421,12 @@ func parseResponseHead(b []byte, toHEAD bool, r *upResp) error {
 		if b[i] == '\r' {
 			break
 		}
-		ns := i
-		for i < len(b) && tokenChar[b[i]] {
-			i++
-		}
-		if i == ns || i >= len(b) || b[i] != ':' {
+		ns, ne, vs, ve, next, ok := scanField(b, i)
+		if !ok {
 			return errBadResponse
 		}
-		name := b[ns:i]
-		i++
-		for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
-			i++
-		}
-		vs := i
-		for i < len(b) && b[i] != '\r' {
-			if c := b[i]; (c < ' ' && c != '\t') || c == 0x7f {
-				return errBadResponse
-			}
-			i++
-		}
-		if i+1 >= len(b) || b[i+1] != '\n' {
-			return errBadResponse
-		}
-		value := bytes.TrimRight(b[vs:i], " \t")
-		i += 2
+		name, value := b[ns:ne], b[vs:ve]
+		i = next
 		switch len(name) {
 		case 10:
 			if bytes.EqualFold(name, hdrConnection) {
