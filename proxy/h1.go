@@ -952,13 +952,15 @@ func (hc *h1conn) skipBody(end int) int {
 // fail answers a request the upstream could not, records it and reports.
 func (hc *h1conn) fail(r *route, v int, ep *endpoint, start time.Time, status int, kind record.ErrorKind, err error) {
 	r.finish(v, time.Since(start), 0, kind)
-	hc.writeError(start, r, v, status, errorBody(status), kind)
 	fe := &ForwardError{Route: r.name, Version: r.versions[v], Method: string(hc.h.method.of(hc.headBytes())),
 		Path: string(hc.h.path.of(hc.headBytes())), Status: status, Kind: kind, Err: err}
 	if ep != nil {
 		fe.Endpoint = ep.raw
 	}
+	// Reported before the answer goes out, as on the other paths: whoever
+	// sees the error status can count on the report having been made.
 	hc.p.report(fe)
+	hc.writeError(start, r, v, status, errorBody(status), kind)
 }
 
 // headBytes starts with the current request's head; valid until the next
@@ -980,12 +982,12 @@ func (hc *h1conn) writeError(start time.Time, r *route, v int, status int, msg s
 		out = append(out, msg...)
 	}
 	hc.out = out
-	hc.write(out)
 	route, version := "", ""
 	if r != nil {
 		route, version = r.name, r.versions[v]
 	}
 	hc.log(start, route, version, status, kind, len(msg))
+	hc.write(out)
 }
 
 func (hc *h1conn) log(start time.Time, route, version string, status int, kind record.ErrorKind, n int) {

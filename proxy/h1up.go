@@ -284,8 +284,8 @@ func (p *Proxy) abortH1(hc *h1conn, r *route, v int, ep *endpoint, uc *upConn, s
 	if !headSent {
 		// Nothing has gone out: answer 502 like any upstream failure.
 		fe.Status = http.StatusBadGateway
-		hc.writeError(start, r, v, http.StatusBadGateway, errorBody(http.StatusBadGateway), kind)
 		p.report(fe)
+		hc.writeError(start, r, v, http.StatusBadGateway, errorBody(http.StatusBadGateway), kind)
 		return h1Next
 	}
 	hc.log(start, r.name, r.versions[v], status, kind, -1)
