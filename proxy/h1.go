@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -14,7 +15,7 @@ import (
 	"github.com/deployment-guardian/guardian/proxy/record"
 )
 
-// The HTTP/1.1 lane serves plaintext HTTP/1.1 connections with its own
+// The HTTP/1.1 lane serves HTTP/1.1 connections (plain or TLS) with its own
 // keep-alive loop and upstream client, because fasthttp's server and
 // HostClient cost 10-25% more CPU per request than nginx on the same core
 // (docs/proxy.md). It accepts only a strict, unambiguous subset of
@@ -131,6 +132,29 @@ func plainHost(h []byte) bool {
 	}
 	for _, c := range h[i+1:] {
 		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// malformedAnswer is what fasthttp answers a malformed request.
+const malformedAnswer = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+	"Content-Length: 18\r\nConnection: close\r\n\r\nmalformed request\n"
+
+// plausibleStart reports whether b can begin a request line: a method
+// token and a space. Anything else (a TLS hello on a plain port, a stray
+// byte) is refused at once.
+func plausibleStart(b []byte) bool {
+	if len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+		return true // an empty line before the request: fasthttp's to judge
+	}
+	for i, c := range b {
+		switch {
+		case tokenChar[c] && i < 16:
+		case c == ' ' && i > 0:
+			return true
+		default:
 			return false
 		}
 	}
@@ -484,6 +508,7 @@ type h1conn struct {
 	ip     []byte // the client address as X-Forwarded-For text
 	remote string
 	state  atomic.Int32
+	tls    bool // c is a *tls.Conn: X-Forwarded-Proto https
 	idle   time.Duration
 	slack  time.Duration // how stale a deadline may be (deadlineSlack)
 	dl     time.Time     // when the read deadline was last set
@@ -603,11 +628,12 @@ func (l *h1Lane) shutdown(done <-chan struct{}) bool {
 	}
 }
 
-// serveH1 runs the lane for a plaintext connection whose first bytes, read
-// while sorting it, are pre.
+// serveH1 runs the lane for a connection (plain TCP, or TLS that chose
+// http/1.1) whose first bytes, read while sorting it, are pre.
 func (p *Proxy) serveH1(c net.Conn, pre []byte, lis int) {
 	bp := h1BufPool.Get().(*[]byte)
 	hc := &h1conn{p: p, c: c, lis: lis, buf: *bp}
+	_, hc.tls = c.(*tls.Conn)
 	hc.idle = time.Duration(p.state.Load().cfg.Timeouts.withDefaults().Idle)
 	hc.slack = min(deadlineSlack, hc.idle/8)
 	hc.raw = newRawIO(c, hc.wentIdle)
@@ -659,6 +685,13 @@ func (hc *h1conn) loop() bool {
 			scanned = hc.w - hc.r
 			if hc.w-hc.r >= maxHdr {
 				return hc.handoff() // fasthttp answers 431
+			}
+			if !plausibleStart(hc.buf[hc.r:hc.w]) {
+				// Answered now: waiting for a blank line that garbage
+				// never sends would hold the connection until the idle
+				// timeout.
+				hc.write([]byte(malformedAnswer))
+				return false
 			}
 			if hc.w == len(hc.buf) {
 				if hc.r > 0 {
@@ -818,8 +851,12 @@ func (hc *h1conn) discard(n int64) bool {
 // the fasthttp server.
 func (hc *h1conn) handoff() bool {
 	hc.c.SetDeadline(time.Time{})
-	pc := &peekedConn{Conn: hc.c, buf: bytes.Clone(hc.buf[hc.r:hc.w]), lis: hc.lis}
-	hc.p.fast.ln.push(pc)
+	rest := bytes.Clone(hc.buf[hc.r:hc.w])
+	if tc, ok := hc.c.(*tls.Conn); ok {
+		hc.p.fast.ln.push(&peekedTLSConn{Conn: tc, buf: rest, lis: hc.lis})
+	} else {
+		hc.p.fast.ln.push(&peekedConn{Conn: hc.c, buf: rest, lis: hc.lis})
+	}
 	return true
 }
 
@@ -863,7 +900,11 @@ func (hc *h1conn) upstreamHead(out, b []byte) []byte {
 		}
 	}
 	out = append(out, hc.clientIP()...)
-	out = append(out, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "...)
+	if hc.tls {
+		out = append(out, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: "...)
+	} else {
+		out = append(out, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "...)
+	}
 	out = append(out, h.host.of(b)...)
 	return append(out, "\r\n\r\n"...)
 }

@@ -571,6 +571,29 @@ func TestLaneHandOffMatchesFastPath(t *testing.T) {
 // maxHdr+1)) and checked hc.w-hc.r >= maxHdr only when no end of head was
 // found, so a head whose last byte landed in the extra byte was served.
 // fasthttp's read buffer is exactly maxHdr (ReadBufferSize).
+// TestLaneRefusesGarbageAtOnce sends bytes that cannot start a request (a
+// TLS ClientHello on the plain port, a line of spaces): the connection is
+// answered 400 at once, not held until the idle timeout because no blank
+// line ever comes.
+func TestLaneRefusesGarbageAtOnce(t *testing.T) {
+	b := newRecBackend(t, "b", nil)
+	_, addr := startLane(t, oneRoute(b.url()), Options{})
+	for _, garbage := range []string{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "   \r\n", "GET\x00/ HTTP/1.1"} {
+		rc := dialRaw(t, addr)
+		rc.c.SetDeadline(time.Now().Add(2 * time.Second))
+		rc.send(garbage)
+		resp, _, err := rc.read("GET")
+		if err != nil || resp.StatusCode != 400 {
+			t.Errorf("%q: %v %v, want 400 within 2s", garbage, resp, err)
+		}
+	}
+	// An empty line before a request is not garbage (RFC 9112 §2.2).
+	rc := dialRaw(t, addr)
+	if resp, body := rc.roundTrip("GET", "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 || body != "b" {
+		t.Errorf("request after an empty line: %d %q, want 200 b", resp.StatusCode, body)
+	}
+}
+
 func TestLaneHeaderLimitBoundary(t *testing.T) {
 	b := newRecBackend(t, "b", nil)
 	for _, limit := range []int{0, 4096} {

@@ -53,7 +53,7 @@ func (p *Proxy) sortConn(c net.Conn, tc *tls.Config, lis int) {
 		if tlsConn.ConnectionState().NegotiatedProtocol == "h2" {
 			p.h2.ln.push(tlsConn)
 		} else {
-			p.fast.ln.push(tlsConn)
+			p.serveH1(tlsConn, nil, lis)
 		}
 		return
 	}
@@ -92,8 +92,28 @@ type peekedConn struct {
 	lis int
 }
 
+// peekedTLSConn is peekedConn for a TLS connection the lane hands over:
+// it keeps *tls.Conn's methods, by which fasthttp tells a TLS request.
+type peekedTLSConn struct {
+	*tls.Conn
+	buf []byte
+	lis int
+}
+
+func (c *peekedTLSConn) Read(b []byte) (int, error) {
+	if len(c.buf) > 0 {
+		n := copy(b, c.buf)
+		c.buf = c.buf[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
 // listenerOf returns the index of the listener c was accepted on, or -1.
 func listenerOf(c net.Conn) int {
+	if pc, ok := c.(*peekedTLSConn); ok {
+		return pc.lis
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}

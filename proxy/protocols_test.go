@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -284,6 +285,53 @@ func TestUpgradeStripsHopHeadersInAnyCase(t *testing.T) {
 	}
 	if h.Get("Upgrade") != "test" || !strings.EqualFold(h.Get("Connection"), "upgrade") {
 		t.Errorf("endpoint got Upgrade %q Connection %q, want both kept", h.Get("Upgrade"), h.Get("Connection"))
+	}
+}
+
+// TestHTTP1OverTLSUsesTheLane sends HTTP/1.1 over TLS: plain requests are
+// served by the lane, a chunked one hands the connection to fasthttp, and
+// both say X-Forwarded-Proto https; the connection carries on after the
+// hand-off.
+func TestHTTP1OverTLSUsesTheLane(t *testing.T) {
+	b := newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %d", r.Header.Get("X-Forwarded-Proto"), r.Method, len(body))
+	})
+	p, base, pool := startTLSProxy(t, Config{Routes: []Route{{Name: "r", Versions: []Version{{Name: "v", Endpoints: []string{b.url()}}}}}})
+	c, err := tls.Dial("tcp", strings.TrimPrefix(base, "https://"), &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	roundTrip := func(req string) string {
+		t.Helper()
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(body)
+	}
+	if got := roundTrip("GET / HTTP/1.1\r\nHost: x\r\n\r\n"); got != "https GET 0" {
+		t.Fatalf("lane over TLS: %q, want \"https GET 0\"", got)
+	}
+	p.lane.mu.Lock()
+	onLane := len(p.lane.conns)
+	p.lane.mu.Unlock()
+	if onLane != 1 {
+		t.Fatalf("%d connections on the lane, want the TLS one", onLane)
+	}
+	if got := roundTrip("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"); got != "https POST 5" {
+		t.Fatalf("handed off over TLS: %q, want \"https POST 5\"", got)
+	}
+	if got := roundTrip("GET / HTTP/1.1\r\nHost: x\r\n\r\n"); got != "https GET 0" {
+		t.Fatalf("after the hand-off: %q, want \"https GET 0\"", got)
 	}
 }
 

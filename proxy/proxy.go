@@ -2,12 +2,11 @@
 // each route's traffic between versions by cohort rules, sticky user keys and
 // weights, forwards it, and records every request in the path.
 //
-// One listener sorts connections by protocol. Plaintext HTTP/1.1 is served
-// by the lane (h1.go): its own keep-alive loop and pooled upstream client,
-// for a strict subset of HTTP/1.1 that covers ordinary requests; a
-// connection with any other request is handed, bytes and all, to a
-// fasthttp server with a fasthttp.HostClient per endpoint, which also takes
-// HTTP/1.1 over TLS. HTTP/2 (TLS ALPN h2, or the h2c prior-knowledge
+// One listener sorts connections by protocol. HTTP/1.1, plain or over TLS,
+// is served by the lane (h1.go): its own keep-alive loop and pooled
+// upstream client, for a strict subset of HTTP/1.1 that covers ordinary
+// requests; a connection with any other request is handed, bytes and all,
+// to a fasthttp server with a fasthttp.HostClient per endpoint. HTTP/2 (TLS ALPN h2, or the h2c prior-knowledge
 // preface) is handed to a net/http server and forwarded by
 // httputil.ReverseProxy, which carries gRPC's trailers and streams. WebSocket
 // upgrades are hijacked and copied both ways. Every path shares routing,
