@@ -548,15 +548,29 @@ type h1Lane struct {
 	sweeper bool
 }
 
-// sweep pokes raw waits older than pokeAfter until the proxy closes.
-func (l *h1Lane) sweep(closing *atomic.Bool) {
+// sweep pokes raw waits older than pokeAfter, and about once a second
+// closes upstream connections idle longer than their endpoint keeps them
+// (an upstream that closed them would otherwise leave them half-closed
+// until the next request), until the proxy closes.
+func (l *h1Lane) sweep(p *Proxy) {
 	t := time.NewTicker(pokeAfter)
 	defer t.Stop()
-	for range t.C {
-		if closing.Load() {
+	for tick := 1; ; tick++ {
+		<-t.C
+		if p.closing.Load() {
 			return
 		}
-		limit := time.Now().Add(-pokeAfter).UnixNano()
+		now := time.Now()
+		if tick%20 == 0 {
+			for _, r := range p.state.Load().routes {
+				for _, pl := range r.pools {
+					for _, ep := range pl.eps {
+						ep.h1.expire(now.Add(-ep.maxIdle))
+					}
+				}
+			}
+		}
+		limit := now.Add(-pokeAfter).UnixNano()
 		l.mu.Lock()
 		for c := range l.conns {
 			if c.waiting.Load() == waitRaw && c.waitSince.Load() < limit {
@@ -588,7 +602,7 @@ func (l *h1Lane) add(c *h1conn) bool {
 	}
 	if !l.sweeper {
 		l.sweeper = true
-		go l.sweep(&c.p.closing)
+		go l.sweep(c.p)
 	}
 	l.conns[c] = struct{}{}
 	return true

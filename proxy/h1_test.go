@@ -164,6 +164,7 @@ type recBackend struct {
 	name    string
 	srv     *httptest.Server
 	accepts atomic.Int64
+	closes  atomic.Int64
 	mu      sync.Mutex
 	reqs    []seenReq
 }
@@ -185,8 +186,11 @@ func newRecBackend(t *testing.T, name string, h func(w http.ResponseWriter, r *h
 		io.WriteString(w, name)
 	}))
 	b.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			b.accepts.Add(1)
+		case http.StateClosed:
+			b.closes.Add(1)
 		}
 	}
 	b.srv.Start()
@@ -1812,4 +1816,39 @@ func FuzzParseRequestHead(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestLaneClosesIdleUpstreamConnections checks that pooled upstream
+// connections do not outlive their use: one idle longer than the
+// endpoint keeps them is closed by the sweeper without a request coming
+// along, and a reload that drops the endpoint closes its idle ones at
+// once.
+func TestLaneClosesIdleUpstreamConnections(t *testing.T) {
+	closed := func(b *recBackend) func() bool {
+		return func() bool { return b.closes.Load() >= 1 }
+	}
+	a := newRecBackend(t, "a", nil)
+	cfg := oneRoute(a.url())
+	cfg.Timeouts.Idle = Duration(300 * time.Millisecond)
+	p, addr := startLane(t, cfg, Options{})
+	rc := dialRaw(t, addr)
+	if resp, _ := rc.roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	waitUntil(t, closed(a), "the idle upstream connection to a closed by the sweeper")
+
+	b := newRecBackend(t, "b", nil)
+	cfg = oneRoute(b.url())
+	if err := p.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	rc = dialRaw(t, addr) // the first one has passed its idle timeout
+	if resp, _ := rc.roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c := newRecBackend(t, "c", nil)
+	if err := p.Reload(oneRoute(c.url())); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, closed(b), "the idle upstream connection to b closed by the reload that dropped b")
 }

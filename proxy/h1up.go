@@ -71,6 +71,10 @@ func (p *Proxy) getUpConn(ep *endpoint, now time.Time, timeout time.Duration) (u
 
 // putUpConn returns a connection whose last exchange ended cleanly.
 func putUpConn(ep *endpoint, uc *upConn, now time.Time) {
+	if ep.dropped.Load() {
+		uc.c.Close()
+		return
+	}
 	uc.idleAt = now
 	pl := &ep.h1
 	pl.mu.Lock()
@@ -86,6 +90,23 @@ func putUpConn(ep *endpoint, uc *upConn, now time.Time) {
 	}
 	pl.idle = append(pl.idle, uc)
 	pl.mu.Unlock()
+}
+
+// expire closes the idle connections that went idle before limit; a
+// limit in the future closes them all.
+func (pl *h1Pool) expire(limit time.Time) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	keep := pl.idle[:0]
+	for _, uc := range pl.idle {
+		if uc.idleAt.Before(limit) {
+			uc.c.Close()
+		} else {
+			keep = append(keep, uc)
+		}
+	}
+	clear(pl.idle[len(keep):])
+	pl.idle = keep
 }
 
 // setDeadline sets d unless a deadline set less than slack ago is within

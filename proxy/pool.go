@@ -24,6 +24,9 @@ type endpoint struct {
 	inflight atomic.Int64
 	h1       h1Pool        // the HTTP/1.1 lane's idle connections
 	maxIdle  time.Duration // how long an idle connection is kept
+	// dropped is set when a reload leaves the endpoint out: its idle
+	// connections are closed and none is pooled again.
+	dropped atomic.Bool
 	// down is set by active health checks; picks avoid it while a healthy
 	// endpoint remains.
 	down atomic.Bool

@@ -178,9 +178,18 @@ func (p *Proxy) compile(cfg Config, prev *state) (*state, error) {
 	t := cfg.Timeouts.withDefaults()
 	st := &state{cfg: cfg, byName: map[string]*route{}}
 	// Endpoints no longer named are dropped; requests still using them
-	// finish, and their idle connections close with the pool's cleaner.
+	// finish, and their idle connections close: the lane's here, the
+	// fasthttp clients' with their cleaner.
 	used := map[string]*endpoint{}
-	defer func() { p.endpoints = used }()
+	defer func() {
+		for key, e := range p.endpoints {
+			if used[key] != e {
+				e.dropped.Store(true)
+				e.h1.expire(time.Now().Add(time.Hour))
+			}
+		}
+		p.endpoints = used
+	}()
 	for _, rc := range cfg.Routes {
 		r := &route{
 			name:       rc.Name,
