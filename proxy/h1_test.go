@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
@@ -1851,4 +1852,51 @@ func TestLaneClosesIdleUpstreamConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, closed(b), "the idle upstream connection to b closed by the reload that dropped b")
+}
+
+// FuzzChunkScanner holds the lane's chunked-body scanner, which decides
+// where an upstream's chunked response ends, to Go's chunked decoder
+// (httputil.NewChunkedReader), and checks that how the body is split
+// across reads does not change the scanner's answer. Where the scanner
+// finds a complete body, the decoder must decode that prefix without
+// error: the scanner never ends a body that a stricter reader would
+// refuse, which is where response smuggling would start.
+func FuzzChunkScanner(f *testing.F) {
+	for _, s := range []string{
+		"5\r\nhello\r\n0\r\n\r\n",
+		"3;ext=1\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n",
+		"a\r\n0123456789\r\n0\r\n\r\nextra",
+		"5\r\nhello\r\nzz\r\n",
+		"0\r\n\r\n",
+		"ffffffffffffffff\r\n",
+		"5\nhello\n0\n\n",
+	} {
+		f.Add([]byte(s), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
+		var whole chunkScanner
+		n, done, err := whole.scan(in)
+		// Split invariance: the same bytes in reads of step bytes.
+		var split chunkScanner
+		sn, sdone, serr := 0, false, error(nil)
+		for i := 0; i < len(in) && !sdone && serr == nil; {
+			j := min(len(in), i+int(step%16)+1)
+			k, d, e := split.scan(in[i:j])
+			sn, sdone, serr = sn+k, d, e
+			i = j
+		}
+		if done != sdone || (err == nil) != (serr == nil) || (done && n != sn) {
+			t.Fatalf("%q: whole scan (%d, %v, %v), split by %d (%d, %v, %v)", in, n, done, err, step%16+1, sn, sdone, serr)
+		}
+		if !done || err != nil {
+			return
+		}
+		// The decoder stops after the last chunk's line; the trailer
+		// section is the scanner's alone. Decode the chunks and check the
+		// rest is a well-formed trailer section ending the body.
+		cr := httputil.NewChunkedReader(bytes.NewReader(in[:n]))
+		if _, derr := io.ReadAll(cr); derr != nil {
+			t.Fatalf("%q: the scanner ends the body at %d, Go's decoder fails on it: %v", in, n, derr)
+		}
+	})
 }

@@ -545,6 +545,7 @@ type chunkScanner struct {
 
 const (
 	csSize uint8 = iota
+	csSizeBWS
 	csExt
 	csSizeLF
 	csData
@@ -572,9 +573,21 @@ func (s *chunkScanner) scan(b []byte) (int, bool, error) {
 				}
 				s.size = s.size<<4 | uint64(unhex(c))
 				s.digits++
-			case s.digits > 0 && (c == ';' || c == ' ' || c == '\t'):
+			case s.digits > 0 && c == ';':
 				s.state, s.line = csExt, 0
+			case s.digits > 0 && (c == ' ' || c == '\t'):
+				s.state = csSizeBWS
 			case s.digits > 0 && c == '\r':
+				s.state = csSizeLF
+			default:
+				return i, false, errBadChunk
+			}
+		case csSizeBWS: // RFC 9112 §7.1.1: only whitespace, then ';' or the end
+			switch c {
+			case ' ', '\t':
+			case ';':
+				s.state, s.line = csExt, 0
+			case '\r':
 				s.state = csSizeLF
 			default:
 				return i, false, errBadChunk
