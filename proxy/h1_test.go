@@ -1900,3 +1900,45 @@ func FuzzChunkScanner(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseResponseHead holds the lane's upstream response parser to Go's
+// (http.ReadResponse): on every head the lane accepts, both must agree on
+// the status and on how the body is framed (chunked, a length, or until
+// close), or one of them would read a different body from the same bytes.
+func FuzzParseResponseHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\n",
+		"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 200\r\nContent-Length: +5\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		end := bytes.Index(in, []byte("\r\n\r\n"))
+		if end < 0 {
+			return
+		}
+		head := in[:end+4]
+		var r upResp
+		if parseResponseHead(head, false, &r) != nil || r.noBody {
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("%q: the lane accepts it, Go refuses it: %v", head, err)
+		}
+		chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"
+		switch {
+		case resp.StatusCode != r.status:
+			t.Fatalf("%q: status %d, Go %d", head, r.status, resp.StatusCode)
+		case r.chunked != chunked:
+			t.Fatalf("%q: chunked %v, Go %v", head, r.chunked, resp.TransferEncoding)
+		case !r.chunked && r.length != resp.ContentLength:
+			t.Fatalf("%q: length %d, Go %d", head, r.length, resp.ContentLength)
+		}
+	})
+}

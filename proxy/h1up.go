@@ -430,17 +430,29 @@ func parseResponseHead(b []byte, toHEAD bool, r *upResp) error {
 	}
 	r.status = st
 	r.keepAlive = http11
-	i := bytes.IndexByte(b, '\n') + 1
-	if i == 0 || b[i-2] != '\r' {
+	// The reason phrase: visible bytes, spaces and tabs, up to CRLF.
+	i := 12
+	if b[i] == ' ' {
+		for i++; i < len(b) && b[i] != '\r'; i++ {
+			if c := b[i]; (c < ' ' && c != '\t') || c == 0x7f {
+				return errBadResponse
+			}
+		}
+	}
+	if i+1 >= len(b) || b[i] != '\r' || b[i+1] != '\n' {
 		return errBadResponse
 	}
+	i += 2
 	var te, cl bool
 	for {
 		if i+1 >= len(b) {
 			return errBadResponse
 		}
 		if b[i] == '\r' {
-			break
+			if b[i+1] != '\n' || i+2 != len(b) {
+				return errBadResponse
+			}
+			break // the empty line that ends the head
 		}
 		ns, ne, vs, ve, next, ok := scanField(b, i)
 		if !ok {
