@@ -81,8 +81,9 @@ type Route struct {
 	// Timeouts.Request.
 	RequestTimeout Duration `yaml:"requestTimeout" json:"requestTimeout"`
 	// StreamResponseBody passes response bodies through as they arrive
-	// instead of buffering them (server-sent events, large downloads). It
-	// costs throughput, so it is per route.
+	// instead of buffering them (server-sent events, large downloads) on
+	// connections the HTTP/1.1 lane handed to fasthttp, where it costs
+	// throughput, so it is per route. The lane and HTTP/2 always stream.
 	StreamResponseBody bool `yaml:"streamResponseBody" json:"streamResponseBody"`
 }
 
