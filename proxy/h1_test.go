@@ -1942,3 +1942,35 @@ func FuzzParseResponseHead(f *testing.F) {
 		}
 	})
 }
+
+// TestLaneTimesAStreamByItsHead relays a response whose body keeps coming
+// for 600 ms after its head (server-sent events, a slow download): the
+// client gets every byte, and the latency recorded for the version is
+// the time to the head, not the length of the stream, as on the other
+// paths. A stream that ran for minutes would otherwise read as a p99
+// regression and trip latency triggers.
+func TestLaneTimesAStreamByItsHead(t *testing.T) {
+	b := newRecBackend(t, "b", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		for i := range 4 {
+			fmt.Fprintf(w, "data: %d %s\n\n", i, strings.Repeat("x", 20<<10))
+			fl.Flush()
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	p, addr := startLane(t, oneRoute(b.url()), Options{})
+	rc := dialRaw(t, addr)
+	resp, body := rc.roundTrip("GET", "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 200 || strings.Count(body, "data: ") != 4 {
+		t.Fatalf("stream: %d, %d events", resp.StatusCode, strings.Count(body, "data: "))
+	}
+	snap, _ := p.Snapshot("r")
+	v := snap.Versions["v"]
+	if v.Requests != 1 || v.Errors != 0 {
+		t.Fatalf("recorded %d requests %d errors, want 1 and 0", v.Requests, v.Errors)
+	}
+	if got := time.Duration(v.Latency.Max()) * time.Microsecond; got > 300*time.Millisecond {
+		t.Errorf("recorded latency %v for a stream whose head came at once, want the time to the head", got)
+	}
+}

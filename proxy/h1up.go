@@ -175,6 +175,11 @@ func (p *Proxy) forwardH1(hc *h1conn, r *route, v int, ep *endpoint, start time.
 		}
 		return h1Next
 	}
+	// Latency ends here, at the response head, for a body that takes more
+	// than this read: a stream (server-sent events, a download) would
+	// otherwise be timed by its length, not by how fast the version
+	// answered. It is recorded once the body has ended, ok or not.
+	lat := time.Since(start)
 	// The response head for the client, then the body.
 	closeClient := hc.h.close || p.closing.Load() || (!resp.noBody && !resp.chunked && resp.length < 0)
 	out := hc.out[:0]
@@ -191,7 +196,7 @@ func (p *Proxy) forwardH1(hc *h1conn, r *route, v int, ep *endpoint, start time.
 		var err error
 		take, done, err = sc.scan(bodyIn)
 		if err != nil {
-			return p.abortH1(hc, r, v, ep, uc, start, status, err, false)
+			return p.abortH1(hc, r, v, ep, uc, start, lat, status, err, false)
 		}
 	case resp.length >= 0:
 		take = int(min(int64(len(bodyIn)), resp.length))
@@ -209,7 +214,7 @@ func (p *Proxy) forwardH1(hc *h1conn, r *route, v int, ep *endpoint, start time.
 	hc.out = out
 	sent := take
 	if done {
-		r.finish(v, time.Since(start), status, record.None)
+		r.finish(v, lat, status, record.None)
 		p.releaseUp(ep, uc, resp.keepAlive)
 		hc.log(start, r.name, r.versions[v], status, record.None, sent)
 		if hc.raw != nil && !closeClient && hc.r == hc.w && !hc.pipelined {
@@ -226,7 +231,7 @@ func (p *Proxy) forwardH1(hc *h1conn, r *route, v int, ep *endpoint, start time.
 	// A body larger than one read: relay it as it comes.
 	if err := hc.write(out); err != nil {
 		uc.c.Close()
-		r.finish(v, time.Since(start), status, record.None)
+		r.finish(v, lat, status, record.None)
 		hc.log(start, r.name, r.versions[v], status, record.None, sent)
 		return h1Close
 	}
@@ -254,13 +259,13 @@ func (p *Proxy) forwardH1(hc *h1conn, r *route, v int, ep *endpoint, start time.
 			resp.keepAlive = false
 		}
 		if done {
-			r.finish(v, time.Since(start), status, record.None)
+			r.finish(v, lat, status, record.None)
 		}
 		if take > 0 {
 			if werr := hc.write(chunk[:take]); werr != nil {
 				uc.c.Close()
 				if !done {
-					r.finish(v, time.Since(start), status, record.None)
+					r.finish(v, lat, status, record.None)
 				}
 				hc.log(start, r.name, r.versions[v], status, record.None, sent)
 				return h1Close
@@ -270,7 +275,7 @@ func (p *Proxy) forwardH1(hc *h1conn, r *route, v int, ep *endpoint, start time.
 		if err != nil && !done {
 			// The status has gone out: the client learns of the failure
 			// by the connection closing mid-body.
-			return p.abortH1(hc, r, v, ep, uc, start, status, err, true)
+			return p.abortH1(hc, r, v, ep, uc, start, lat, status, err, true)
 		}
 	}
 	p.releaseUp(ep, uc, resp.keepAlive)
@@ -293,13 +298,13 @@ func (p *Proxy) releaseUp(ep *endpoint, uc *upConn, keepAlive bool) {
 
 // abortH1 ends a response that failed after its head was read; headSent
 // says whether the client has it.
-func (p *Proxy) abortH1(hc *h1conn, r *route, v int, ep *endpoint, uc *upConn, start time.Time, status int, err error, headSent bool) int {
+func (p *Proxy) abortH1(hc *h1conn, r *route, v int, ep *endpoint, uc *upConn, start time.Time, lat time.Duration, status int, err error, headSent bool) int {
 	uc.c.Close()
 	kind, _ := classify(err)
 	if kind == record.Other {
 		kind = record.Reset
 	}
-	r.finish(v, time.Since(start), 0, kind)
+	r.finish(v, lat, 0, kind)
 	fe := &ForwardError{Route: r.name, Version: r.versions[v], Endpoint: ep.raw, Method: string(hc.h.method.of(hc.headBytes())),
 		Path: string(hc.h.path.of(hc.headBytes())), Status: status, Kind: kind, Err: err}
 	if !headSent {
