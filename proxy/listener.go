@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -100,14 +101,7 @@ type peekedTLSConn struct {
 	lis int
 }
 
-func (c *peekedTLSConn) Read(b []byte) (int, error) {
-	if len(c.buf) > 0 {
-		n := copy(b, c.buf)
-		c.buf = c.buf[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
-}
+func (c *peekedTLSConn) Read(b []byte) (int, error) { return replay(&c.buf, b, c.Conn) }
 
 // listenerOf returns the index of the listener c was accepted on, or -1.
 func listenerOf(c net.Conn) int {
@@ -123,13 +117,17 @@ func listenerOf(c net.Conn) int {
 	return -1
 }
 
-func (c *peekedConn) Read(b []byte) (int, error) {
-	if len(c.buf) > 0 {
-		n := copy(b, c.buf)
-		c.buf = c.buf[n:]
+func (c *peekedConn) Read(b []byte) (int, error) { return replay(&c.buf, b, c.Conn) }
+
+// replay reads from *buf, the bytes already taken off the connection,
+// until it is empty, and then from r.
+func replay(buf *[]byte, b []byte, r io.Reader) (int, error) {
+	if len(*buf) > 0 {
+		n := copy(b, *buf)
+		*buf = (*buf)[n:]
 		return n, nil
 	}
-	return c.Conn.Read(b)
+	return r.Read(b)
 }
 
 // chanListener feeds sorted connections to a server's Serve loop.
