@@ -18,9 +18,9 @@ var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 // that tell HTTP/1.1 from h2c.
 const sortTimeout = 10 * time.Second
 
-// acceptLoop accepts connections and sorts each, in its own goroutine, to
-// the HTTP/1.1 server or the HTTP/2 server. Sorting costs a goroutine per
-// connection, not per request.
+// acceptLoop accepts connections and sorts each in its own goroutine,
+// which then serves an HTTP/1.1 connection on the lane or hands an HTTP/2
+// one to the HTTP/2 server: one goroutine per connection, not per request.
 func (p *Proxy) acceptLoop(ln net.Listener, tc *tls.Config, lis int) error {
 	var delay time.Duration
 	for {
