@@ -96,6 +96,7 @@ var (
 	hdrXFHost     = []byte("X-Forwarded-Host")
 	hdrExpect     = []byte("Expect")
 	valHTTPS      = []byte("https")
+	proto11       = []byte("HTTP/1.1")
 	valHTTP       = []byte("http")
 )
 
@@ -126,6 +127,11 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	}
 	stripHopFast(&req.Header)
 	req.Header.DelBytes(hdrExpect)
+	// A proxy sends its own HTTP version (RFC 9110 §7.6.3). Forwarded as
+	// HTTP/1.0, a request left the upstream free to close the connection
+	// without saying so, and the pooled connection then failed the next
+	// request with a broken pipe.
+	req.Header.SetProtocolBytes(proto11)
 	setForwardedFast(ctx)
 	if m := r.dyn.Load().mirror; m.take() {
 		p.mirrorFast(r, m, req)

@@ -1974,3 +1974,36 @@ func TestLaneTimesAStreamByItsHead(t *testing.T) {
 		t.Errorf("recorded latency %v for a stream whose head came at once, want the time to the head", got)
 	}
 }
+
+// TestHandedOffHTTP10GoesUpstreamAsHTTP11 sends an HTTP/1.0 request, which
+// the lane hands to fasthttp: the upstream must get the proxy's own
+// version, HTTP/1.1 (RFC 9110 §7.6.3). Forwarded as HTTP/1.0, the
+// upstream may close the connection without saying so, and the pooled
+// connection then failed the next request with a broken pipe (a 502 the
+// version did not earn).
+func TestHandedOffHTTP10GoesUpstreamAsHTTP11(t *testing.T) {
+	b := newRecBackend(t, "b", nil)
+	_, addr := startLane(t, oneRoute(b.url()), Options{})
+	for range 3 {
+		rc := dialRaw(t, addr)
+		rc.send("GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
+		if resp, body := rc.mustRead("GET"); resp.StatusCode != 200 || body != "b" {
+			t.Fatalf("HTTP/1.0 request: %d %q", resp.StatusCode, body)
+		}
+		if r, _ := b.last(); r.proto != "HTTP/1.1" {
+			t.Fatalf("upstream got %s, want HTTP/1.1", r.proto)
+		}
+		// A body with Expect goes the fasthttp way too, on a pooled
+		// connection.
+		rc = dialRaw(t, addr)
+		rc.send("POST /new HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+		resp, _, err := rc.read("POST")
+		if err == nil && resp.StatusCode == 100 {
+			rc.send("abc")
+			resp, _, err = rc.read("POST")
+		}
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("POST after an HTTP/1.0 request: %v %v", resp, err)
+		}
+	}
+}
