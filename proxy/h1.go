@@ -364,6 +364,20 @@ func scanField(b []byte, i int) (ns, ne, vs, ve, next int, ok bool) {
 	return ns, ne, vs, ve, i + 2, true
 }
 
+// idempotent reports whether sending the request twice does no harm: an
+// idempotent method (RFC 9110 §9.2.2), or an Idempotency-Key field.
+func (h *h1head) idempotent(b []byte) bool {
+	switch string(h.method.of(b)) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	_, ok := h.header(b, []byte("Idempotency-Key"))
+	if !ok {
+		_, ok = h.header(b, []byte("X-Idempotency-Key"))
+	}
+	return ok
+}
+
 // header returns the first field named name, in any case.
 func (h *h1head) header(b, name []byte) ([]byte, bool) {
 	for i := range h.nf {

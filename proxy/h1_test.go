@@ -221,6 +221,7 @@ func (b *recBackend) reset() {
 type rawUpstream struct {
 	ln      net.Listener
 	accepts atomic.Int64
+	closed  atomic.Int64 // connections the upstream has closed
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup
@@ -250,6 +251,7 @@ func newRawUpstream(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *raw
 				defer u.wg.Done()
 				defer func() {
 					c.Close()
+					u.closed.Add(1)
 					u.mu.Lock()
 					delete(u.conns, c)
 					u.mu.Unlock()
@@ -919,6 +921,40 @@ func TestLaneUpstreamConnectionReuse(t *testing.T) {
 	}
 	if s := versionStats(t, p, "r", "v"); s.Requests != 200 || s.Errors != 0 {
 		t.Errorf("recorded %d requests %d errors, want 200 and 0", s.Requests, s.Errors)
+	}
+}
+
+// TestLaneStaleRetryOnlyWhenSafe sends POSTs over pooled connections the
+// upstream has closed: one that reached the socket is not sent again
+// (the upstream may have acted on it before closing), unless it carries
+// an Idempotency-Key; the GET before each is retried as usual.
+func TestLaneStaleRetryOnlyWhenSafe(t *testing.T) {
+	var posts atomic.Int64
+	u := newRawUpstream(t, answerEach(func(_ int, r *http.Request) (string, bool) {
+		if r.Method == "POST" {
+			posts.Add(1)
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	}))
+	_, addr := startLane(t, oneRoute(u.addr()), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	rc := dialRaw(t, addr)
+	for _, tc := range []struct {
+		key  string
+		want int
+	}{{"", 502}, {"Idempotency-Key: 7\r\n", 200}} {
+		// The GET leaves a pooled connection that the upstream closes.
+		if resp, _ := rc.roundTrip("GET", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("GET: %d", resp.StatusCode)
+		}
+		waitUntil(t, func() bool { return u.closed.Load() >= u.accepts.Load() }, "the upstream to close its side")
+		before := posts.Load()
+		resp, _ := rc.roundTrip("POST", "POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"+tc.key+"\r\nhi")
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST with %q on a stale connection: %d, want %d", tc.key, resp.StatusCode, tc.want)
+		}
+		if tc.want == 502 && posts.Load() != before {
+			t.Errorf("the upstream got the POST %d times, want 0: it went out once on the dead connection and was not sent again", posts.Load()-before)
+		}
 	}
 }
 

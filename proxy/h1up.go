@@ -159,9 +159,13 @@ func (p *Proxy) forwardH1(hc *h1conn, r *route, v int, ep *endpoint, start time.
 			}
 			// A pooled connection the upstream closed while idle fails
 			// before any answer: try once more on a new one when the whole
-			// request is still at hand. A retry after an answer would hide
-			// a canary's error, so there is none.
-			if reused && n == 0 && replayable && attempt == 0 && staleConnErr(err) {
+			// request is still at hand, and either it never got out (the
+			// write failed) or sending it twice does no harm (an
+			// idempotent method, or an Idempotency-Key), as Go's Transport
+			// does. A retry after an answer would hide a canary's error,
+			// so there is none.
+			if reused && n == 0 && replayable && attempt == 0 && staleConnErr(err) &&
+				(errors.As(err, new(writeFailed)) || hc.h.idempotent(hc.headBytes())) {
 				continue
 			}
 		}
@@ -319,6 +323,12 @@ func (p *Proxy) abortH1(hc *h1conn, r *route, v int, ep *endpoint, uc *upConn, s
 	return h1Close
 }
 
+// writeFailed is the request not getting out to the upstream whole.
+type writeFailed struct{ err error }
+
+func (e writeFailed) Error() string { return e.err.Error() }
+func (e writeFailed) Unwrap() error { return e.err }
+
 // clientAbort is the client failing to send its whole body.
 type clientAbort struct{ err error }
 
@@ -348,16 +358,16 @@ func exchange(uc *upConn, hc *h1conn, out, body []byte, rest *int64) (n, end int
 			return readRespHead(uc, m)
 		}
 		if !errors.Is(err, errWouldBlock) {
-			return 0, 0, err
+			return 0, 0, writeFailed{err}
 		}
 		out = out[written:] // what the socket did not take
 	}
 	if _, err = uc.c.Write(out); err != nil {
-		return 0, 0, err
+		return 0, 0, writeFailed{err}
 	}
 	if len(body) > 0 {
 		if _, err = uc.c.Write(body); err != nil {
-			return 0, 0, err
+			return 0, 0, writeFailed{err}
 		}
 	}
 	for *rest > 0 {
