@@ -1468,14 +1468,7 @@ func TestLaneReleasedUpstreamBufferNotReused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(smallSendBufListener{ln}, nil) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		p.Shutdown(ctx)
-		<-served
-	})
+	serveForTest(t, p, smallSendBufListener{ln}, nil)
 	if err := waitReady(p); err != nil {
 		t.Fatal(err)
 	}

@@ -70,14 +70,7 @@ func startTLSProxy(t *testing.T, cfg Config) (*Proxy, string, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln, tc) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		p.Shutdown(ctx)
-		<-done
-	})
+	serveForTest(t, p, ln, tc)
 	return p, "https://" + ln.Addr().String(), pool
 }
 

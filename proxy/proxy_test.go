@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -76,15 +77,22 @@ func startProxy(t *testing.T, cfg Config, opts Options) (*Proxy, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveForTest(t, p, ln, nil)
+	return p, "http://" + ln.Addr().String()
+}
+
+// serveForTest serves p on ln (with TLS when tc is set) until the test
+// ends, then shuts it down and waits for Serve to return.
+func serveForTest(t *testing.T, p *Proxy, ln net.Listener, tc *tls.Config) {
+	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln, nil) }()
+	go func() { done <- p.Serve(ln, tc) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		p.Shutdown(ctx)
 		<-done
 	})
-	return p, "http://" + ln.Addr().String()
 }
 
 func newClient() *http.Client {
